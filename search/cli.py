@@ -1,0 +1,268 @@
+"""The ``hpsearch`` command. Thin: parse, call one function, format the result.
+
+Nothing here imports TensorFlow at import time: ``--help``, ``status`` and ``validate`` stay fast;
+``run`` loads it when it starts training.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from search.errors import HpsearchError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from search.runner import Progress, RunResult
+    from search.spec import StudySpec
+
+STORAGE_HELP = "Study storage URL [env HPSEARCH_STORAGE; default sqlite:///hpsearch.db]."
+
+
+class InputError(click.ClickException):
+    """Bad input: one clear message, exit code 2."""
+
+    exit_code = 2
+
+
+def _fail_input(error: Exception, url: str | None = None) -> NoReturn:
+    from search.storage import mask_text
+
+    message = str(error)
+    raise InputError(mask_text(message, url) if url else message) from error
+
+
+def _load(path: str, **overrides: Any) -> StudySpec:
+    from search.spec import load_spec
+
+    try:
+        return load_spec(path).with_overrides(**overrides)
+    except HpsearchError as e:
+        _fail_input(e)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def _fmt_params(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in params.items())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hpsearch", prog_name="hpsearch")
+def main() -> None:
+    """Hyperparameter search for Keras models, on Optuna.
+
+    A study file (YAML) declares the data, the model and the search space; `hpsearch run`
+    searches it, storing every trial in a database that many workers and optuna-dashboard
+    can share.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# run
+
+
+@main.command()
+@click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--storage", envvar="HPSEARCH_STORAGE", help=STORAGE_HELP)
+@click.option("--n-trials", type=click.IntRange(min=1),
+              help="Finished trials the study should have (overrides study.n_trials).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+              help="Stop starting trials after this many seconds (overrides study.timeout).")
+@click.option("--study-name", help="Study name (overrides study.name).")
+def run(spec_file: str, storage: str | None, n_trials: int | None, timeout: float | None,
+        study_name: str | None) -> None:
+    """Run the study in SPEC until it has its budget of finished trials.
+
+    A rerun resumes: trials already finished (complete or pruned) count toward the budget.
+    """
+    import optuna
+
+    from search.runner import Interrupted, TooManyFailures, run_study
+    from search.storage import mask_text, mask_url, resolve_url
+
+    spec = _load(spec_file, n_trials=n_trials, timeout=timeout, name=study_name)
+    url = resolve_url(storage)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    click.echo(f"study {spec.name!r}: {spec.study.resolved_direction} {spec.study.metric}, "
+               f"{spec.study.n_trials} trials, storage {mask_url(url)}", err=True)
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        result = run_study(spec, url, on_trial=_print_progress(spec.study.metric))
+    except HpsearchError as e:
+        _fail_input(e, url)
+    except Interrupted as e:
+        click.echo(f"hpsearch: {e}", err=True)
+        sys.exit(130)
+    except TooManyFailures as e:
+        raise click.ClickException(str(e)) from e
+    except Exception as e:
+        if _is_storage_error(e):
+            raise InputError(mask_text(f"cannot use storage {url}: {e}", url)) from e
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _print_result(result)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _is_storage_error(error: Exception) -> bool:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(error, SQLAlchemyError)
+
+
+def _print_progress(metric: str) -> Any:
+    def show(p: Progress) -> None:
+        t = p.trial
+        if t.state.name == "COMPLETE":
+            outcome = f"{metric}={_fmt(t.value)}"
+        elif t.state.name == "PRUNED":
+            outcome = f"pruned at epoch {t.user_attrs.get('pruned_at_epoch', '?')}"
+        else:
+            outcome = f"failed: {t.user_attrs.get('fail_reason', 'see logs')}"
+        best = f"best={_fmt(p.best_value)} (#{p.best_number})" if p.best_number is not None \
+            else "best=-"
+        click.echo(
+            f"[{p.finished}/{p.target}] trial {t.number:>3} {t.state.name:<8} {outcome:<28} "
+            f"{best}  epochs={t.user_attrs.get('epochs_run', '-')} pruned={p.pruned} "
+            f"failed={p.failed}  {p.elapsed:.0f}s",
+            err=True,
+        )
+
+    return show
+
+
+def _print_result(result: RunResult) -> None:
+    counts = result.counts
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(
+        f"study {result.study_name!r}: {result.finished}/{result.target} finished "
+        f"({counts.get('COMPLETE', 0)} complete, {counts.get('PRUNED', 0)} pruned, "
+        f"{counts.get('FAIL', 0)} failed); {result.trials_run} trials run in "
+        f"{result.seconds:.1f} s"
+    )
+    if result.best_number is None:
+        click.echo("best: no complete trial yet")
+        return
+    click.echo(f"best: {_fmt(result.best_value)} (trial {result.best_number})")
+    click.echo(f"best params: {_fmt_params(result.best_params)}")
+    click.echo(f"storage: {result.storage}")
+
+
+# --------------------------------------------------------------------------------------------
+# validate
+
+
+@main.command()
+@click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))
+def validate(spec_file: str) -> None:
+    """Check SPEC and its data; print the resolved study and search space."""
+    from search.data import check_all_rows
+    from search.runner import prepare
+    from search.space import describe_space
+
+    spec = _load(spec_file)
+    try:
+        check_all_rows(spec)
+        prepared = prepare(spec)
+    except HpsearchError as e:
+        _fail_input(e)
+    s = spec.study
+    click.echo(f"{spec_file}: valid")
+    click.echo(f"study:  {spec.name}: {s.resolved_direction} {s.metric}, {s.n_trials} trials"
+               f"{f', timeout {s.timeout:g} s' if s.timeout else ''}, seed {s.seed}, "
+               f"sampler {s.sampler.name}, pruner {s.pruner.name}")
+    click.echo(f"data:   {spec.data.source}: {prepared.data.summary()}, "
+               f"fingerprint {prepared.data.fingerprint}")
+    click.echo(f"model:  {spec.model.builder or spec.model.type}")
+    click.echo("search space:")
+    for name, text in describe_space(spec.search):
+        click.echo(f"  {name:<20} {text}")
+
+
+# --------------------------------------------------------------------------------------------
+# status
+
+
+@main.command()
+@click.argument("study_name", metavar="[STUDY]", required=False)
+@click.option("--storage", envvar="HPSEARCH_STORAGE", help=STORAGE_HELP)
+def status(study_name: str | None, storage: str | None) -> None:
+    """Show the studies in the storage (or one STUDY): trial counts, best value, running trials."""
+    import optuna
+
+    from search.storage import mask_text, mask_url, open_storage, resolve_url
+
+    url = resolve_url(storage)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        store = open_storage(url, must_exist=True)
+        names = optuna.get_all_study_names(storage=store)
+    except HpsearchError as e:
+        _fail_input(e, url)
+    except Exception as e:
+        if _is_storage_error(e):
+            raise InputError(mask_text(f"cannot use storage {url}: {e}", url)) from e
+        raise
+    click.echo(f"storage: {mask_url(url)}")
+    if study_name is not None and study_name not in names:
+        raise InputError(f"{mask_url(url)}: STUDY: expected one of {', '.join(names) or '(none)'}"
+                         f", got {study_name!r}")
+    if not names:
+        click.echo("no studies yet")
+        return
+    for name in [study_name] if study_name else names:
+        _print_study(optuna.load_study(study_name=name, storage=store),
+                     detailed=study_name is not None)
+
+
+def _print_study(study: optuna.Study, detailed: bool) -> None:
+    from optuna.trial import TrialState
+
+    from search.runner import count_states
+
+    counts = count_states(study)
+    attrs = study.user_attrs
+    target = attrs.get("n_trials")
+    finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+    metric = attrs.get("metric", "value")
+    click.echo(
+        f"\nstudy {study.study_name}: {study.direction.name.lower()} {metric}, "
+        f"{finished}/{target if target else '?'} finished "
+        f"({counts.get('COMPLETE', 0)} complete, {counts.get('PRUNED', 0)} pruned, "
+        f"{counts.get('FAIL', 0)} failed, {counts.get('RUNNING', 0)} running)"
+    )
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if complete:
+        best = study.best_trial
+        extra = best.user_attrs.get("val_metrics", {})
+        shown = " ".join(f"{k}={_fmt(v)}" for k, v in extra.items() if k != metric)
+        click.echo(f"  best: {metric}={_fmt(best.value)} (trial {best.number}, epoch "
+                   f"{best.user_attrs.get('best_epoch', '?')}) {shown}".rstrip())
+        click.echo(f"  best params: {_fmt_params(best.params)}")
+    else:
+        click.echo("  best: no complete trial yet")
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    now = datetime.now()
+    for trial in running:
+        age = (now - trial.datetime_start).total_seconds() if trial.datetime_start else 0
+        click.echo(f"  running: trial {trial.number} on {trial.user_attrs.get('worker', '?')}, "
+                   f"for {age:.0f} s")
+    if detailed:
+        failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        for trial in failed[-5:]:
+            click.echo(f"  failed: trial {trial.number}: "
+                       f"{trial.user_attrs.get('fail_reason', 'see the worker log')}")
+

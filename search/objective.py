@@ -1,0 +1,165 @@
+"""The Optuna objective: one trial = sample, build, fit with early stopping and pruning.
+
+The objective holds the train and validation splits (never the test split) and is called once
+per trial. It returns the best epoch's value of the study metric, which is also the best of the
+values it reported, so the trial's value and its learning curve in the dashboard agree.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from search.model import Builder, build_with  # imports keras (and TensorFlow)
+
+import keras  # noqa: E402  (after search.model, which quiets TensorFlow's start-up logs)
+import optuna
+
+from search.space import suggest_params
+
+if TYPE_CHECKING:
+    from search.data import SearchData
+    from search.spec import StudySpec
+
+
+class TrialDiverged(RuntimeError):
+    """The loss became NaN or infinite; the trial fails and the study goes on."""
+
+
+class MetricMissingError(RuntimeError):
+    """The study metric is not in Keras' epoch logs: a configuration error, never silent."""
+
+
+class NanGuard(keras.callbacks.TerminateOnNaN):
+    """TerminateOnNaN that also remembers where the loss stopped being finite."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.diverged_at: str | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+
+    def on_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        # Same check as the parent, without its print to stdout (the CLI owns the terminal).
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged_at = self.diverged_at or (
+                f"training loss {float(loss)} at epoch {self._epoch + 1}, batch {batch + 1}"
+            )
+            self.model.stop_training = True
+
+
+class PruningMonitor(keras.callbacks.Callback):
+    """Reports the monitored metric to Optuna every epoch and stops the fit when pruned.
+
+    Steps are 1-based epoch counts. A missing metric raises :class:`MetricMissingError`
+    (Optuna's own Keras callback only warns, and then never prunes).
+    """
+
+    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+        super().__init__()
+        self.trial = trial
+        self.monitor = monitor
+        self.history: list[dict[str, float]] = []
+        self.pruned_at: int | None = None
+        self.diverged_at: str | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        if self.monitor not in logs:
+            raise MetricMissingError(
+                f"the study metric {self.monitor!r} is not in the epoch logs (they hold: "
+                f"{', '.join(sorted(logs)) or 'nothing'}); a compiled custom model must report "
+                f"it, or return the model uncompiled and let hpsearch compile it"
+            )
+        self.history.append(logs)
+        value = logs[self.monitor]
+        if not all(math.isfinite(v) for v in logs.values()):
+            self.diverged_at = f"{self.monitor}={value}, loss={logs.get('loss')} at epoch " \
+                               f"{epoch + 1}"
+            self.model.stop_training = True
+            return
+        self.trial.report(value, step=epoch + 1)
+        if self.trial.should_prune():
+            self.pruned_at = epoch + 1
+            self.model.stop_training = True
+
+
+def worker_id() -> str:
+    """host:pid of this process, recorded on each trial so running trials can be traced."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Objective:
+    """A callable for ``study.optimize`` holding the spec, the search data and the builder."""
+
+    def __init__(self, spec: StudySpec, data: SearchData, builder: Builder | None = None) -> None:
+        self.spec = spec
+        self.data = data
+        self.builder = builder
+        self.metric = spec.study.metric
+        self.direction = spec.study.resolved_direction
+        if spec.study.deterministic:
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        keras.backend.clear_session()
+        seed = self.spec.study.seed + trial.number
+        keras.utils.set_random_seed(seed)
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("worker", worker_id())
+        params = suggest_params(trial, self.spec.search)
+        model = build_with(self.builder, params, self.data.input_shape, self.data.task)
+        trial.set_user_attr("n_params", int(model.count_params()))
+        monitor = PruningMonitor(trial, self.metric)
+        nan_guard = NanGuard()
+        callbacks = [
+            nan_guard,
+            monitor,
+            keras.callbacks.EarlyStopping(
+                monitor=self.metric,
+                mode="min" if self.direction == "minimize" else "max",
+                patience=int(params["patience"]),
+                min_delta=float(params["min_delta"]),
+                restore_best_weights=True,
+            ),
+        ]
+        start = time.perf_counter()
+        try:
+            model.fit(
+                self.data.x_train, self.data.y_train,
+                validation_data=(self.data.x_val, self.data.y_val),
+                epochs=int(params["epochs"]), batch_size=int(params["batch_size"]),
+                callbacks=callbacks, verbose=0, shuffle=True,
+            )
+        finally:
+            trial.set_user_attr("fit_seconds", round(time.perf_counter() - start, 3))
+            trial.set_user_attr("epochs_run", len(monitor.history))
+        return self._outcome(trial, monitor, nan_guard)
+
+    def _outcome(self, trial: optuna.Trial, monitor: PruningMonitor, guard: NanGuard) -> float:
+        diverged = guard.diverged_at or monitor.diverged_at
+        if diverged:
+            trial.set_user_attr("fail_reason", f"diverged: {diverged}")
+            raise TrialDiverged(f"trial {trial.number} diverged: {diverged}")
+        if not monitor.history:
+            raise MetricMissingError(f"trial {trial.number} ran no epoch")
+        values = [epoch[self.metric] for epoch in monitor.history]
+        pick = min if self.direction == "minimize" else max
+        best = pick(range(len(values)), key=values.__getitem__)
+        trial.set_user_attr("best_epoch", best + 1)
+        trial.set_user_attr(
+            "val_metrics",
+            {k: round(v, 6) for k, v in monitor.history[best].items() if k.startswith("val_")},
+        )
+        if monitor.pruned_at is not None:
+            trial.set_user_attr("pruned_at_epoch", monitor.pruned_at)
+            raise optuna.TrialPruned(f"pruned at epoch {monitor.pruned_at}")
+        return values[best]

@@ -1,0 +1,371 @@
+"""Run a study: check everything, then create or load it, then optimize to a global budget.
+
+Everything that can be wrong with the user's input (spec, data, builder, sampler and pruner
+options, storage URL) is checked in :func:`prepare` before the storage is touched, so bad input
+leaves nothing behind. The budget is global: ``n_trials`` counts the study's finished trials
+(complete + pruned), whoever ran them, so a rerun resumes and a finished study adds nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.errors import SpecError
+from search.space import max_epochs
+from search.storage import mask_url, open_storage, resolve_url
+
+if TYPE_CHECKING:
+    from search.data import SearchData
+    from search.model import Builder
+    from search.spec import StudySpec
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Keys of the spec a rerun may change without creating a different study.
+_MUTABLE_KEYS = {"study.n_trials", "study.timeout", "study.name"}
+
+
+class Interrupted(Exception):
+    """The run was stopped by Ctrl-C or SIGTERM; no trial of this process is left RUNNING."""
+
+
+class TooManyFailures(Exception):
+    """Trials kept failing (diverging); the run stopped instead of looping."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a worker needs, checked: spec, search data, builder, sampler, pruner."""
+
+    spec: StudySpec
+    data: SearchData
+    builder: Builder | None
+    sampler: optuna.samplers.BaseSampler
+    pruner: optuna.pruners.BasePruner
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the run looks like after one more trial ended."""
+
+    trial: FrozenTrial
+    finished: int
+    target: int
+    pruned: int
+    failed: int
+    best_value: float | None
+    best_number: int | None
+    elapsed: float
+
+
+@dataclass
+class RunResult:
+    """The outcome of :func:`run_study`."""
+
+    study_name: str
+    storage: str  # masked
+    target: int
+    counts: dict[str, int]
+    best_value: float | None
+    best_number: int | None
+    best_params: dict[str, Any]
+    trials_run: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> int:
+        return self.counts.get("COMPLETE", 0) + self.counts.get("PRUNED", 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Sampler and pruner.
+
+
+def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    """The spec's sampler, seeded with ``study.seed`` unless its options give a seed."""
+    name = spec.study.sampler.name
+    options = dict(spec.study.sampler.options)
+    options.setdefault("seed", spec.study.seed)
+    classes = {
+        "tpe": optuna.samplers.TPESampler,
+        "random": optuna.samplers.RandomSampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+        "gp": optuna.samplers.GPSampler,
+        "qmc": optuna.samplers.QMCSampler,
+    }
+    _require_extra(spec, name)
+    return _construct(classes[name], options, spec, "study.sampler.options")
+
+
+def _require_extra(spec: StudySpec, name: str) -> None:
+    needs = {"gp": ("torch", "gp"), "cmaes": ("cmaes", None)}
+    if name not in needs:
+        return
+    module, extra = needs[name]
+    try:
+        __import__(module)
+    except ImportError:
+        hint = f"pip install 'hpsearch[{extra}]'" if extra else f"pip install {module}"
+        raise SpecError(spec.path, "study.sampler.name",
+                        f"a sampler whose packages are installed ({hint})", name) from None
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """The spec's pruner; Hyperband's maximum resource defaults to the largest epoch count."""
+    name = spec.study.pruner.name
+    options = dict(spec.study.pruner.options)
+    if name == "none":
+        if options:
+            raise SpecError(spec.path, "study.pruner.options", "no options for pruner none",
+                            options)
+        return optuna.pruners.NopPruner()
+    if name == "hyperband":
+        options.setdefault("min_resource", 1)
+        options.setdefault("max_resource", max_epochs(spec.search))
+    if name == "percentile":
+        options.setdefault("percentile", 25.0)
+    classes = {
+        "hyperband": optuna.pruners.HyperbandPruner,
+        "median": optuna.pruners.MedianPruner,
+        "percentile": optuna.pruners.PercentilePruner,
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    }
+    return _construct(classes[name], options, spec, "study.pruner.options")
+
+
+def _construct(cls: type, options: dict[str, Any], spec: StudySpec, key: str) -> Any:
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise SpecError(spec.path, f"{key}.{unknown[0]}",
+                        f"an option of {cls.__name__}: " + ", ".join(accepted), "<unknown option>")
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as e:
+        raise SpecError(spec.path, key, f"options that {cls.__name__} accepts", f"<{e}>") from e
+
+
+# --------------------------------------------------------------------------------------------
+# Preparing and opening.
+
+
+def prepare(spec: StudySpec) -> Prepared:
+    """Load the data and check every part of the spec. Touches no storage."""
+    from search.data import load_search_data
+
+    data = load_search_data(spec)
+    spec.check_metric_for(data.task)
+    builder = None
+    if spec.model.builder:
+        from search.model import resolve_builder
+
+        builder = resolve_builder(spec.model.builder, spec.path)
+    return Prepared(spec=spec, data=data, builder=builder,
+                    sampler=make_sampler(spec), pruner=make_pruner(spec))
+
+
+def study_attrs(prepared: Prepared) -> dict[str, Any]:
+    """The user attrs written when the study is created."""
+    from search import __version__
+
+    spec = prepared.spec
+    return {
+        "spec": spec.canonical(),
+        "spec_hash": spec.search_hash(),
+        "data_fingerprint": prepared.data.fingerprint,
+        "task": prepared.data.task.kind,
+        "metric": spec.study.metric,
+        "n_trials": spec.study.n_trials,
+        "hpsearch_version": __version__,
+        "optuna_version": optuna.__version__,
+    }
+
+
+def open_study(prepared: Prepared, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Create the study, or load it and check that it is the same search."""
+    spec = prepared.spec
+    kwargs = dict(storage=storage, study_name=spec.name, sampler=prepared.sampler,
+                  pruner=prepared.pruner)
+    try:
+        study = optuna.create_study(direction=spec.study.resolved_direction, **kwargs)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(**kwargs)
+        check_same_search(study, prepared)
+        study.set_user_attr("n_trials", spec.study.n_trials)
+        return study
+    for key, value in study_attrs(prepared).items():
+        study.set_user_attr(key, value)
+    return study
+
+
+def check_same_search(study: optuna.Study, prepared: Prepared) -> None:
+    """Refuse to add trials of a different search (spec or data) to an existing study."""
+    attrs = study.user_attrs
+    spec = prepared.spec
+    if "spec" not in attrs:
+        raise SpecError(spec.path, "study.name", "the name of an hpsearch study or a new name",
+                        f"<{spec.name}: a study that hpsearch did not create>")
+    differences = _differences(attrs["spec"], spec.canonical())
+    if differences:
+        raise SpecError(
+            spec.path, ", ".join(differences[:5]),
+            f"the values stored with study {spec.name!r} (use another study.name or "
+            "--study-name for a different search)", "<different values>",
+        )
+    if attrs.get("data_fingerprint") != prepared.data.fingerprint:
+        raise SpecError(
+            spec.path, "data", f"the data of study {spec.name!r} (fingerprint "
+            f"{attrs.get('data_fingerprint')})", f"<data with fingerprint "
+            f"{prepared.data.fingerprint}>",
+        )
+
+
+def _differences(stored: Any, ours: Any, prefix: str = "") -> list[str]:
+    if isinstance(stored, dict) and isinstance(ours, dict):
+        keys = sorted(set(stored) | set(ours))
+        found: list[str] = []
+        for key in keys:
+            found += _differences(stored.get(key), ours.get(key), f"{prefix}{key}.")
+        return found
+    key = prefix.rstrip(".")
+    if key in _MUTABLE_KEYS:
+        return []
+    return [] if json.dumps(stored, sort_keys=True) == json.dumps(ours, sort_keys=True) else [key]
+
+
+# --------------------------------------------------------------------------------------------
+# Running.
+
+
+def count_states(study: optuna.Study) -> dict[str, int]:
+    """Trials of the study by state name."""
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
+
+
+class _Budget:
+    """Stops the study once it has ``target`` finished trials; reports progress."""
+
+    def __init__(self, target: int, max_failures: int, start: float,
+                 on_trial: Callable[[Progress], None] | None) -> None:
+        self.target = target
+        self.max_failures = max_failures
+        self.failed_here = 0
+        self.start = start
+        self.on_trial = on_trial
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        counts = count_states(study)
+        finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+        if trial.state == TrialState.FAIL:
+            self.failed_here += 1
+        if finished >= self.target or self.failed_here >= self.max_failures:
+            study.stop()
+        if self.on_trial is not None:
+            best = _best(study)
+            self.on_trial(Progress(
+                trial=trial, finished=finished, target=self.target,
+                pruned=counts.get("PRUNED", 0), failed=counts.get("FAIL", 0),
+                best_value=best.value if best else None,
+                best_number=best.number if best else None,
+                elapsed=time.perf_counter() - self.start,
+            ))
+
+
+def _best(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no complete trial yet
+        return None
+
+
+def _catchable() -> tuple[type[Exception], ...]:
+    """Trial-level errors: the trial fails and the study goes on. Anything else stops the run."""
+    import tensorflow as tf
+
+    from search.objective import TrialDiverged
+
+    return (TrialDiverged, MemoryError, tf.errors.ResourceExhaustedError)
+
+
+def run_study(
+    spec: StudySpec,
+    storage: str | None = None,
+    *,
+    on_trial: Callable[[Progress], None] | None = None,
+) -> RunResult:
+    """Run ``spec`` until the study has ``study.n_trials`` finished trials (or the timeout).
+
+    Raises SpecError/DataError for bad input (before the storage is touched), Interrupted on
+    Ctrl-C, TooManyFailures when trials keep diverging.
+    """
+    from search.objective import Objective, worker_id
+
+    url = resolve_url(storage)
+    prepared = prepare(spec)
+    study = open_study(prepared, open_storage(url))
+    start = time.perf_counter()
+    target = spec.study.n_trials
+    before = count_states(study)
+    ran_before = sum(before.values())
+    notes: list[str] = []
+    if before.get("COMPLETE", 0) + before.get("PRUNED", 0) < target:
+        budget = _Budget(target, max_failures=max(10, target), start=start, on_trial=on_trial)
+        objective = Objective(spec, prepared.data, prepared.builder)
+        try:
+            study.optimize(objective, timeout=spec.study.timeout, catch=_catchable(),
+                           callbacks=[budget], gc_after_trial=True)
+        except KeyboardInterrupt:
+            released = fail_running_trials(study, worker_id(), "interrupted")
+            counts = count_states(study)
+            done = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+            raise Interrupted(
+                f"interrupted: study {spec.name!r} has {done}/{target} finished trials"
+                f"{f', trial {released[0]} marked FAIL' if released else ''}; rerun the same "
+                f"command to finish the remaining {max(target - done, 0)}"
+            ) from None
+        if budget.failed_here >= budget.max_failures:
+            raise TooManyFailures(
+                f"stopped: {budget.failed_here} trials failed in this run (see `hpsearch status "
+                f"{spec.name}`); narrow the search space, e.g. lower learning_rate.high"
+            )
+        if spec.study.timeout is not None and count_finished(study) < target:
+            notes.append(f"timeout of {spec.study.timeout:g} s reached")
+    else:
+        notes.append("the study already had its budget of finished trials; nothing to run")
+    counts = count_states(study)
+    best = _best(study)
+    return RunResult(
+        study_name=spec.name, storage=mask_url(url), target=target, counts=counts,
+        best_value=best.value if best else None, best_number=best.number if best else None,
+        best_params=best.params if best else {},
+        trials_run=sum(counts.values()) - ran_before,
+        seconds=time.perf_counter() - start, notes=notes,
+    )
+
+
+def count_finished(study: optuna.Study) -> int:
+    """Complete + pruned trials: what the budget counts."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def fail_running_trials(study: optuna.Study, worker: str, reason: str) -> list[int]:
+    """Mark this worker's RUNNING trials FAIL with ``reason``; return their numbers."""
+    released = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get("worker") != worker:
+            continue
+        study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+        study.tell(trial.number, state=TrialState.FAIL)
+        released.append(trial.number)
+    return released
