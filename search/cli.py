@@ -104,6 +104,8 @@ def run(spec_file: str, storage: str | None, n_trials: int | None, timeout: floa
     except TooManyFailures as e:
         raise click.ClickException(str(e)) from e
     except Exception as e:
+        if type(e).__name__ == "MetricMissingError":  # a spec/builder mismatch, not a crash
+            raise InputError(f"{spec_file}: study.metric: {e}") from e
         if _is_storage_error(e):
             raise InputError(mask_text(f"cannot use storage {url}: {e}", url)) from e
         raise

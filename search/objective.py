@@ -103,13 +103,32 @@ class Objective:
         self.data = data
         self.builder = builder
         self.metric = spec.study.metric
+        self.current_trial: int | None = None
         self.direction = spec.study.resolved_direction
-        if spec.study.deterministic:
-            import tensorflow as tf
+        import tensorflow as tf
 
+        if spec.study.deterministic:
             tf.config.experimental.enable_op_determinism()
+        # Datasets built once per worker; each trial only adds its shuffle and batch size.
+        self._train = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+        self._val = tf.data.Dataset.from_tensor_slices((data.x_val, data.y_val)).batch(1024)
+
+    def _train_batches(self, batch_size: int, seed: int) -> Any:
+        import tensorflow as tf
+
+        n = len(self.data.x_train)
+        return self._train.shuffle(n, seed=seed).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.current_trial = trial.number
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:
+            # Optuna marks the trial FAIL and re-raises; leave the reason where users look.
+            trial.set_user_attr("fail_reason", "interrupted")
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
         keras.backend.clear_session()
         seed = self.spec.study.seed + trial.number
         keras.utils.set_random_seed(seed)
@@ -134,10 +153,12 @@ class Objective:
         start = time.perf_counter()
         try:
             model.fit(
-                self.data.x_train, self.data.y_train,
-                validation_data=(self.data.x_val, self.data.y_val),
-                epochs=int(params["epochs"]), batch_size=int(params["batch_size"]),
-                callbacks=callbacks, verbose=0, shuffle=True,
+                self._train_batches(int(params["batch_size"]), seed),
+                validation_data=self._val,
+                epochs=int(params["epochs"]),
+                callbacks=callbacks,
+                shuffle=False,  # the dataset shuffles itself, seeded per trial
+                verbose=0,
             )
         finally:
             trial.set_user_attr("fit_seconds", round(time.perf_counter() - start, 3))

@@ -327,6 +327,10 @@ def run_study(
                            callbacks=[budget], gc_after_trial=True)
         except KeyboardInterrupt:
             released = fail_running_trials(study, worker_id(), "interrupted")
+            if objective.current_trial is not None and not released:
+                last = study.trials[objective.current_trial]
+                if last.user_attrs.get("fail_reason") == "interrupted":
+                    released = [last.number]
             counts = count_states(study)
             done = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
             raise Interrupted(
