@@ -86,7 +86,7 @@ def run(spec_file: str, storage: str | None, n_trials: int | None, timeout: floa
     import optuna
 
     from search.runner import Interrupted, TooManyFailures, run_study
-    from search.storage import mask_text, mask_url, resolve_url
+    from search.storage import mask_url, resolve_url
 
     spec = _load(spec_file, n_trials=n_trials, timeout=timeout, name=study_name)
     url = resolve_url(storage)
@@ -107,7 +107,7 @@ def run(spec_file: str, storage: str | None, n_trials: int | None, timeout: floa
         if type(e).__name__ == "MetricMissingError":  # a spec/builder mismatch, not a crash
             raise InputError(f"{spec_file}: study.metric: {e}") from e
         if _is_storage_error(e):
-            raise InputError(mask_text(f"cannot use storage {url}: {e}", url)) from e
+            raise _storage_error(e, url) from e
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -122,6 +122,14 @@ def _is_storage_error(error: Exception) -> bool:
     from sqlalchemy.exc import SQLAlchemyError
 
     return isinstance(error, SQLAlchemyError)
+
+
+def _storage_error(error: Exception, url: str) -> InputError:
+    from search.storage import mask_text
+
+    cause = str(getattr(error, "orig", None) or error).strip().splitlines()
+    first = cause[0] if cause else type(error).__name__
+    return InputError(mask_text(f"cannot use storage {url}: {first}", url))
 
 
 def _print_progress(metric: str) -> Any:
@@ -205,7 +213,7 @@ def status(study_name: str | None, storage: str | None) -> None:
     """Show the studies in the storage (or one STUDY): trial counts, best value, running trials."""
     import optuna
 
-    from search.storage import mask_text, mask_url, open_storage, resolve_url
+    from search.storage import mask_url, open_storage, resolve_url
 
     url = resolve_url(storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -216,7 +224,7 @@ def status(study_name: str | None, storage: str | None) -> None:
         _fail_input(e, url)
     except Exception as e:
         if _is_storage_error(e):
-            raise InputError(mask_text(f"cannot use storage {url}: {e}", url)) from e
+            raise _storage_error(e, url) from e
         raise
     click.echo(f"storage: {mask_url(url)}")
     if study_name is not None and study_name not in names:
