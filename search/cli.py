@@ -101,6 +101,9 @@ def run(spec_file: str, storage: str | None, n_trials: int | None, timeout: floa
     except Interrupted as e:
         click.echo(f"hpsearch: {e}", err=True)
         sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("hpsearch: interrupted before any trial started", err=True)
+        sys.exit(130)
     except TooManyFailures as e:
         raise click.ClickException(str(e)) from e
     except Exception as e:

@@ -169,7 +169,9 @@ def fingerprint(dataset: Dataset, data: DataSpec) -> str:
 
 
 def _build_search_data(spec: StudySpec) -> SearchData:
-    dataset = load_dataset(spec)
+    # Read afresh rather than from the cache: once this returns, no copy of the test rows
+    # stays reachable in this process.
+    dataset = _read_dataset(spec)
     splits = split_indices(dataset, spec.data, spec.path)
     used = np.concatenate([splits.train, splits.val])
     _check_finite(dataset, used)
