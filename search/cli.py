@@ -6,6 +6,7 @@ Nothing here imports TensorFlow at import time: ``--help``, ``status`` and ``val
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from datetime import datetime
@@ -66,23 +67,124 @@ def main() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# run
+# run, worker, create
+
+
+def _study_options(func: Any) -> Any:
+    """The options shared by run, worker and create."""
+    options = [
+        click.option("--storage", envvar="HPSEARCH_STORAGE", help=STORAGE_HELP),
+        click.option("--n-trials", type=click.IntRange(min=1),
+                     help="Finished trials the study should have (overrides study.n_trials)."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
+                     help="Stop starting trials after this many seconds (overrides "
+                          "study.timeout)."),
+        click.option("--study-name", help="Study name (overrides study.name)."),
+        click.option("--heartbeat-interval", type=click.IntRange(min=1), default=60,
+                     show_default=True, envvar="HPSEARCH_HEARTBEAT_INTERVAL",
+                     help="Seconds between a running trial's heartbeats (RDB storages)."),
+        click.option("--grace-period", type=click.IntRange(min=2), default=180,
+                     show_default=True, envvar="HPSEARCH_GRACE_PERIOD",
+                     help="Seconds without a heartbeat after which a trial is failed and "
+                          "re-run elsewhere."),
+        click.option("--max-retry", type=click.IntRange(min=0), default=3, show_default=True,
+                     envvar="HPSEARCH_MAX_RETRY",
+                     help="How many times the params of a dead worker's trial are re-run."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))(func)
+
+
+def _threads_option(default_help: str) -> Any:
+    return click.option("--threads", type=click.IntRange(min=1), envvar="HPSEARCH_THREADS",
+                        help=f"TensorFlow intra-op threads per worker [default: {default_help}].")
+
+
+def _heartbeat(interval: int, grace: int, retry: int) -> Any:
+    from search.storage import Heartbeat
+
+    try:
+        return Heartbeat(interval=interval, grace_period=grace, max_retry=retry)
+    except HpsearchError as e:
+        _fail_input(e)
 
 
 @main.command()
-@click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))
-@click.option("--storage", envvar="HPSEARCH_STORAGE", help=STORAGE_HELP)
-@click.option("--n-trials", type=click.IntRange(min=1),
-              help="Finished trials the study should have (overrides study.n_trials).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
-              help="Stop starting trials after this many seconds (overrides study.timeout).")
-@click.option("--study-name", help="Study name (overrides study.name).")
+@_study_options
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes on this machine (>1 needs a journal: or server storage).")
+@_threads_option("cores / workers")
 def run(spec_file: str, storage: str | None, n_trials: int | None, timeout: float | None,
-        study_name: str | None) -> None:
+        study_name: str | None, heartbeat_interval: int, grace_period: int, max_retry: int,
+        workers: int, threads: int | None) -> None:
     """Run the study in SPEC until it has its budget of finished trials.
 
     A rerun resumes: trials already finished (complete or pruned) count toward the budget.
+    With --workers K, K worker processes share the budget.
     """
+    heartbeat = _heartbeat(heartbeat_interval, grace_period, max_retry)
+    if workers == 1:
+        _work(spec_file, storage, n_trials, timeout, study_name, heartbeat,
+              threads or os.cpu_count() or 1)
+        return
+    from search.runner import run_workers
+    from search.storage import resolve_url
+
+    spec = _load(spec_file, n_trials=n_trials, timeout=timeout, name=study_name)
+    url = resolve_url(storage)
+    overrides = {"--n-trials": n_trials, "--timeout": timeout, "--study-name": study_name}
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        result, code = _guarded(url, spec_file, lambda: run_workers(
+            spec_file, spec, url, workers, threads, heartbeat, overrides,
+            echo=lambda line: click.echo(line, err=True)))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _print_result(result)
+    if code:
+        sys.exit(code)
+
+
+@main.command()
+@_study_options
+@_threads_option("all cores")
+def worker(spec_file: str, storage: str | None, n_trials: int | None, timeout: float | None,
+           study_name: str | None, heartbeat_interval: int, grace_period: int, max_retry: int,
+           threads: int | None) -> None:
+    """Join the study in SPEC as one worker (on any machine that reaches the storage).
+
+    Creates the study if no worker has yet, runs trials while the study's budget lasts, and
+    exits 0 when the study has its budget of finished trials.
+    """
+    _work(spec_file, storage, n_trials, timeout, study_name,
+          _heartbeat(heartbeat_interval, grace_period, max_retry), threads)
+
+
+@main.command()
+@_study_options
+def create(spec_file: str, storage: str | None, n_trials: int | None, timeout: float | None,
+           study_name: str | None, heartbeat_interval: int, grace_period: int,
+           max_retry: int) -> None:
+    """Create the study in SPEC (checking spec and data) without running trials.
+
+    For deployments that bootstrap the study before starting workers. Creating a study that
+    exists checks that it is the same search.
+    """
+    from search.runner import create_study
+    from search.storage import mask_url, resolve_url
+
+    spec = _load(spec_file, n_trials=n_trials, timeout=timeout, name=study_name)
+    url = resolve_url(storage)
+    heartbeat = _heartbeat(heartbeat_interval, grace_period, max_retry)
+    study = _guarded(url, spec_file, lambda: create_study(spec, url, heartbeat))
+    click.echo(f"study {study.study_name!r} ready in {mask_url(url)}: "
+               f"{len(study.trials)} trials so far, budget {spec.study.n_trials}")
+
+
+def _work(spec_file: str, storage: str | None, n_trials: int | None, timeout: float | None,
+          study_name: str | None, heartbeat: Any, threads: int | None) -> None:
+    """One worker: the code path of both `run` and `worker`."""
     import optuna
 
     from search.runner import Interrupted, TooManyFailures, run_study
@@ -92,12 +194,13 @@ def run(spec_file: str, storage: str | None, n_trials: int | None, timeout: floa
     url = resolve_url(storage)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     click.echo(f"study {spec.name!r}: {spec.study.resolved_direction} {spec.study.metric}, "
-               f"{spec.study.n_trials} trials, storage {mask_url(url)}", err=True)
+               f"{spec.study.n_trials} trials, storage {mask_url(url)}, "
+               f"threads {threads or 'default'}", err=True)
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        result = run_study(spec, url, on_trial=_print_progress(spec.study.metric))
-    except HpsearchError as e:
-        _fail_input(e, url)
+        result = _guarded(url, spec_file, lambda: run_study(
+            spec, url, on_trial=_print_progress(spec.study.metric), heartbeat=heartbeat,
+            threads=threads))
     except Interrupted as e:
         click.echo(f"hpsearch: {e}", err=True)
         sys.exit(130)
@@ -106,15 +209,23 @@ def run(spec_file: str, storage: str | None, n_trials: int | None, timeout: floa
         sys.exit(130)
     except TooManyFailures as e:
         raise click.ClickException(str(e)) from e
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _print_result(result)
+
+
+def _guarded(url: str, spec_file: str, call: Any) -> Any:
+    """Run ``call``, turning input and storage errors into one-line, password-free errors."""
+    try:
+        return call()
+    except HpsearchError as e:
+        _fail_input(e, url)
     except Exception as e:
         if type(e).__name__ == "MetricMissingError":  # a spec/builder mismatch, not a crash
             raise InputError(f"{spec_file}: study.metric: {e}") from e
         if _is_storage_error(e):
             raise _storage_error(e, url) from e
         raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    _print_result(result)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
@@ -122,17 +233,16 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 
 
 def _is_storage_error(error: Exception) -> bool:
+    import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
-    return isinstance(error, SQLAlchemyError)
+    return isinstance(error, (SQLAlchemyError, optuna.exceptions.StorageInternalError))
 
 
 def _storage_error(error: Exception, url: str) -> InputError:
-    from search.storage import mask_text
+    from search.storage import describe_db_error, mask_url
 
-    cause = str(getattr(error, "orig", None) or error).strip().splitlines()
-    first = cause[0] if cause else type(error).__name__
-    return InputError(mask_text(f"cannot use storage {url}: {first}", url))
+    return InputError(f"cannot use storage {mask_url(url)}: {describe_db_error(error, url)}")
 
 
 def _print_progress(metric: str) -> Any:

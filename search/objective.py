@@ -90,9 +90,33 @@ class PruningMonitor(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def worker_host() -> str:
+    """This machine's name as recorded on trials ($HPSEARCH_HOST overrides, e.g. a pod name)."""
+    return os.environ.get("HPSEARCH_HOST") or socket.gethostname()
+
+
 def worker_id() -> str:
     """host:pid of this process, recorded on each trial so running trials can be traced."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{worker_host()}:{os.getpid()}"
+
+
+def configure_threads(threads: int | None) -> int:
+    """Cap TensorFlow's intra-op threads (None: leave TensorFlow's default, all cores).
+
+    Must run before TensorFlow executes its first op in this process. Returns the cap in force
+    as TensorFlow reports it (0 means TensorFlow's default).
+    """
+    import tensorflow as tf
+
+    if threads is not None and tf.config.threading.get_intra_op_parallelism_threads() != threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+        except RuntimeError:
+            # TensorFlow already ran in this process (several studies in one Python session):
+            # its thread pools are fixed now; the trials record the cap actually in force.
+            pass
+    return tf.config.threading.get_intra_op_parallelism_threads()
 
 
 class Objective:
@@ -107,6 +131,7 @@ class Objective:
         self.direction = spec.study.resolved_direction
         import tensorflow as tf
 
+        self.threads = tf.config.threading.get_intra_op_parallelism_threads()
         if spec.study.deterministic:
             tf.config.experimental.enable_op_determinism()
         # Datasets built once per worker; each trial only adds its shuffle and batch size.
@@ -134,6 +159,7 @@ class Objective:
         keras.utils.set_random_seed(seed)
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("worker", worker_id())
+        trial.set_user_attr("threads", self.threads)
         params = suggest_params(trial, self.spec.search)
         model = build_with(self.builder, params, self.data.input_shape, self.data.task)
         trial.set_user_attr("n_params", int(model.count_params()))

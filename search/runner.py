@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import signal
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import SpecError
 from search.space import max_epochs
-from search.storage import mask_url, open_storage, resolve_url
+from search.storage import Heartbeat, mask_url, open_storage, resolve_url
 
 if TYPE_CHECKING:
     from search.data import SearchData
@@ -190,7 +193,11 @@ def study_attrs(prepared: Prepared) -> dict[str, Any]:
 
 
 def open_study(prepared: Prepared, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """Create the study, or load it and check that it is the same search."""
+    """Create the study, or load it and check that it is the same search.
+
+    Many workers may start at once: exactly one creates the study and writes its attributes,
+    marking it ready last; the others load it, waiting for that mark.
+    """
     spec = prepared.spec
     kwargs = dict(storage=storage, study_name=spec.name, sampler=prepared.sampler,
                   pruner=prepared.pruner)
@@ -198,12 +205,25 @@ def open_study(prepared: Prepared, storage: optuna.storages.BaseStorage) -> optu
         study = optuna.create_study(direction=spec.study.resolved_direction, **kwargs)
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(**kwargs)
+        _wait_until_ready(study)
         check_same_search(study, prepared)
-        study.set_user_attr("n_trials", spec.study.n_trials)
+        if study.user_attrs.get("n_trials") != spec.study.n_trials:
+            study.set_user_attr("n_trials", spec.study.n_trials)
         return study
     for key, value in study_attrs(prepared).items():
         study.set_user_attr(key, value)
+    study.set_user_attr(_READY, True)
     return study
+
+
+_READY = "hpsearch_ready"
+
+
+def _wait_until_ready(study: optuna.Study, timeout: float = 60.0) -> None:
+    """Wait (briefly) for the worker that created the study to finish writing its attributes."""
+    deadline = time.monotonic() + timeout
+    while not study.user_attrs.get(_READY) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def check_same_search(study: optuna.Study, prepared: Prepared) -> None:
@@ -253,8 +273,12 @@ def count_states(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-class _Budget:
-    """Stops the study once it has ``target`` finished trials; reports progress."""
+class BudgetReached(Exception):
+    """The study has its budget of finished trials: this worker is done."""
+
+
+class _Progress:
+    """After each trial: count, stop on too many failures, report progress."""
 
     def __init__(self, target: int, max_failures: int, start: float,
                  on_trial: Callable[[Progress], None] | None) -> None:
@@ -282,6 +306,89 @@ class _Budget:
             ))
 
 
+class BudgetedStudy(optuna.Study):
+    """A Study whose ``ask`` enforces the global budget across all workers.
+
+    Under a lock shared by every worker (a database advisory lock, or a file lock on one
+    machine), a new trial is started only while finished + running trials are fewer than the
+    target. When the remaining slots are all held by other workers' running trials, the worker
+    waits: if one of them dies, its trial is failed (heartbeat) and re-run here. ``optimize``
+    calls ``ask``, so this keeps Optuna's own loop, heartbeat and retry of stale trials.
+    """
+
+    def __init__(self, study: optuna.Study, url: str, target: int, poll: float) -> None:
+        super().__init__(study_name=study.study_name, storage=study._storage,
+                         sampler=study.sampler, pruner=study.pruner)
+        self._url = url
+        self._target = target
+        self._poll = poll
+
+    def ask(self, fixed_distributions: Any = None) -> optuna.Trial:
+        from search.storage import budget_lock
+
+        while True:
+            reap_dead_local_trials(self)
+            with budget_lock(self._url, self._storage, self._study_id):
+                counts = count_states(self)
+                finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
+                if finished >= self._target:
+                    raise BudgetReached
+                if finished + counts.get("RUNNING", 0) < self._target:
+                    return super().ask(fixed_distributions)
+            # Every remaining slot is held by a running trial elsewhere; wait for it to end,
+            # failing it if its worker stopped sending heartbeats.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self)
+            time.sleep(self._poll)
+
+
+def reap_dead_local_trials(study: optuna.Study) -> list[int]:
+    """Fail (and queue for a re-run) RUNNING trials of dead worker processes on this host.
+
+    Storages with a heartbeat do this through Optuna after the grace period; the journal file
+    has no heartbeat, and all its workers share one machine, so a dead pid is proof enough.
+    """
+    from search.objective import worker_host
+    from search.storage import unwrap
+
+    backend = unwrap(study._storage)
+    if not isinstance(backend, optuna.storages.JournalStorage):
+        return []
+    host = worker_host()
+    reaped = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = str(trial.user_attrs.get("worker", ""))
+        name, _, pid = worker.rpartition(":")
+        if name != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            backend.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        backend.set_trial_user_attr(trial._trial_id, "fail_reason", f"worker {worker} died")
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=_max_retry())
+        retry(study, study._storage.get_trial(trial._trial_id))
+        reaped.append(trial.number)
+    return reaped
+
+
+def _max_retry() -> int:
+    from search.storage import Heartbeat
+
+    return Heartbeat().max_retry
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _best(study: optuna.Study) -> FrozenTrial | None:
     try:
         return study.best_trial
@@ -298,33 +405,53 @@ def _catchable() -> tuple[type[Exception], ...]:
     return (TrialDiverged, MemoryError, tf.errors.ResourceExhaustedError)
 
 
+def create_study(spec: StudySpec, storage: str | None = None,
+                 heartbeat: Heartbeat | None = None) -> optuna.Study:
+    """Check everything, then create the study (or check the existing one). Runs no trial."""
+    url = resolve_url(storage)
+    prepared = prepare(spec)
+    return open_study(prepared, open_storage(url, heartbeat=heartbeat))
+
+
 def run_study(
     spec: StudySpec,
     storage: str | None = None,
     *,
     on_trial: Callable[[Progress], None] | None = None,
+    heartbeat: Heartbeat | None = None,
+    threads: int | None = None,
 ) -> RunResult:
-    """Run ``spec`` until the study has ``study.n_trials`` finished trials (or the timeout).
+    """Run one worker on ``spec`` until the study has ``study.n_trials`` finished trials.
 
-    Raises SpecError/DataError for bad input (before the storage is touched), Interrupted on
-    Ctrl-C, TooManyFailures when trials keep diverging.
+    The budget is global: other workers (processes or machines) on the same storage share it.
+    Raises SpecError/DataError/StorageError for bad input (before the storage is touched),
+    Interrupted on Ctrl-C or SIGTERM, TooManyFailures when trials keep diverging.
     """
-    from search.objective import Objective, worker_id
+    from search.objective import Objective, configure_threads, worker_id
 
     url = resolve_url(storage)
+    heartbeat = heartbeat or Heartbeat()
     prepared = prepare(spec)
-    study = open_study(prepared, open_storage(url))
+    study = open_study(prepared, open_storage(url, heartbeat=heartbeat))
     start = time.perf_counter()
     target = spec.study.n_trials
     before = count_states(study)
     ran_before = sum(before.values())
     notes: list[str] = []
-    if before.get("COMPLETE", 0) + before.get("PRUNED", 0) < target:
-        budget = _Budget(target, max_failures=max(10, target), start=start, on_trial=on_trial)
+    if before.get("COMPLETE", 0) + before.get("PRUNED", 0) >= target:
+        notes.append("the study already had its budget of finished trials; nothing to run")
+    else:
+        configure_threads(threads)
+        progress = _Progress(target, max_failures=max(10, target), start=start,
+                             on_trial=on_trial)
         objective = Objective(spec, prepared.data, prepared.builder)
+        budgeted = BudgetedStudy(study, url, target,
+                                 poll=min(5.0, max(0.5, heartbeat.interval / 2)))
         try:
-            study.optimize(objective, timeout=spec.study.timeout, catch=_catchable(),
-                           callbacks=[budget], gc_after_trial=True)
+            budgeted.optimize(objective, timeout=spec.study.timeout, catch=_catchable(),
+                              callbacks=[progress], gc_after_trial=True)
+        except BudgetReached:
+            pass
         except KeyboardInterrupt:
             released = fail_running_trials(study, worker_id(), "interrupted")
             if objective.current_trial is not None and not released:
@@ -338,23 +465,27 @@ def run_study(
                 f"{f', trial {released[0]} marked FAIL' if released else ''}; rerun the same "
                 f"command to finish the remaining {max(target - done, 0)}"
             ) from None
-        if budget.failed_here >= budget.max_failures:
+        if progress.failed_here >= progress.max_failures:
             raise TooManyFailures(
-                f"stopped: {budget.failed_here} trials failed in this run (see `hpsearch status "
-                f"{spec.name}`); narrow the search space, e.g. lower learning_rate.high"
+                f"stopped: {progress.failed_here} trials failed in this run (see `hpsearch "
+                f"status {spec.name}`); narrow the search space, e.g. lower "
+                f"learning_rate.high"
             )
         if spec.study.timeout is not None and count_finished(study) < target:
             notes.append(f"timeout of {spec.study.timeout:g} s reached")
-    else:
-        notes.append("the study already had its budget of finished trials; nothing to run")
+    return summarize(study, url, target, ran_before, time.perf_counter() - start, notes)
+
+
+def summarize(study: optuna.Study, url: str, target: int, ran_before: int, seconds: float,
+              notes: list[str]) -> RunResult:
+    """A RunResult from the study as it is now."""
     counts = count_states(study)
     best = _best(study)
     return RunResult(
-        study_name=spec.name, storage=mask_url(url), target=target, counts=counts,
+        study_name=study.study_name, storage=mask_url(url), target=target, counts=counts,
         best_value=best.value if best else None, best_number=best.number if best else None,
         best_params=best.params if best else {},
-        trials_run=sum(counts.values()) - ran_before,
-        seconds=time.perf_counter() - start, notes=notes,
+        trials_run=sum(counts.values()) - ran_before, seconds=seconds, notes=notes,
     )
 
 
@@ -373,3 +504,76 @@ def fail_running_trials(study: optuna.Study, worker: str, reason: str) -> list[i
         study.tell(trial.number, state=TrialState.FAIL)
         released.append(trial.number)
     return released
+
+
+def run_workers(
+    spec_file: str,
+    spec: StudySpec,
+    url: str,
+    workers: int,
+    threads: int | None,
+    heartbeat: Heartbeat,
+    overrides: dict[str, Any],
+    echo: Callable[[str], None],
+) -> tuple[RunResult, int]:
+    """Run ``workers`` worker processes of ``spec`` on this machine; wait for all of them.
+
+    The study is created here first (so bad input is reported once, before any process starts);
+    each worker is ``python -m search worker`` with the storage URL in its environment, not on
+    its command line (where other users of the machine could read a password). Returns the
+    study's result and the worst exit code of the workers.
+    """
+    import subprocess
+    import sys
+    import threading
+
+    from search.storage import kind
+
+    if kind(url) == "sqlite":
+        raise SpecError(
+            None, "--workers", "1 worker on a SQLite storage (SQLite serializes writers); for "
+            "several workers use --storage journal:hpsearch.journal on one machine, or "
+            "PostgreSQL or MySQL", workers,
+        )
+    study = create_study(spec, url, heartbeat)
+    ran_before = len(study.trials)
+    per_worker = threads or max(1, (os.cpu_count() or 1) // workers)
+    command = [sys.executable, "-m", "search", "worker", spec_file,
+               "--threads", str(per_worker),
+               "--heartbeat-interval", str(heartbeat.interval),
+               "--grace-period", str(heartbeat.grace_period),
+               "--max-retry", str(heartbeat.max_retry)]
+    for flag, value in overrides.items():
+        if value is not None:
+            command += [flag, str(value)]
+    env = dict(os.environ, HPSEARCH_STORAGE=url)
+    start = time.perf_counter()
+    echo(f"starting {workers} workers, {per_worker} TensorFlow threads each")
+    procs = [subprocess.Popen(command, env=dict(env, HPSEARCH_WORKER_INDEX=str(i)),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(workers)]
+
+    def relay(index: int, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            echo(f"[w{index}] {line.rstrip()}")
+
+    relays = [threading.Thread(target=relay, args=(i, p), daemon=True)
+              for i, p in enumerate(procs)]
+    for thread in relays:
+        thread.start()
+    try:
+        codes = [proc.wait() for proc in procs]
+    except KeyboardInterrupt:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        codes = [proc.wait(timeout=120) for proc in procs]
+        codes.append(130)
+    for thread in relays:
+        thread.join(timeout=5)
+    study = optuna.load_study(study_name=study.study_name,
+                              storage=open_storage(url, heartbeat=heartbeat))
+    result = summarize(study, url, spec.study.n_trials, ran_before,
+                       time.perf_counter() - start, [])
+    return result, max(codes)

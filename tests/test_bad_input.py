@@ -14,15 +14,9 @@ import pytest
 
 from search.cli import main
 
-BASE = """
-study: {name: bad, n_trials: 2}
-data: {source: sklearn:iris}
-search: {epochs: 2}
-"""
-
 
 def _spec(**sections: str) -> str:
-    """BASE with whole top-level sections replaced."""
+    """A small valid study file with whole top-level sections replaced."""
     parts = {"study": "{name: bad, n_trials: 2}", "data": "{source: sklearn:iris}",
              "search": "{epochs: 2}"}
     parts.update(sections)

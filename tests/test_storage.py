@@ -8,7 +8,14 @@ import pytest
 
 from search.cli import main
 from search.errors import SpecError
-from search.storage import DEFAULT_URL, mask_text, mask_url, open_storage, resolve_url
+from search.storage import (
+    DEFAULT_URL,
+    mask_text,
+    mask_url,
+    open_storage,
+    resolve_url,
+    unwrap,
+)
 
 
 def test_flag_beats_environment_beats_default(monkeypatch):
@@ -30,13 +37,14 @@ def test_sqlite_gets_wal_and_a_busy_timeout(tmp_path):
     storage = open_storage(f"sqlite:///{path}")
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert storage.engine.dialect.name == "sqlite"
-    connect_args = storage.engine_kwargs["connect_args"]
+    rdb = unwrap(storage)
+    assert rdb.engine.dialect.name == "sqlite"
+    connect_args = rdb.engine_kwargs["connect_args"]
     assert connect_args["timeout"] >= 30
 
 
 def test_a_bad_url_is_an_input_error():
-    with pytest.raises(SpecError, match=r"--storage: expected a database URL"):
+    with pytest.raises(SpecError, match=r"--storage: expected a storage URL: sqlite:///PATH, journal:PATH"):
         open_storage("nosuchdb://x:pw@host/db")
 
 
