@@ -131,6 +131,9 @@ def run(spec_file: str, storage: str | None, n_trials: int | None, timeout: floa
     from search.runner import run_workers
     from search.storage import resolve_url
 
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     spec = _load(spec_file, n_trials=n_trials, timeout=timeout, name=study_name)
     url = resolve_url(storage)
     overrides = {"--n-trials": n_trials, "--timeout": timeout, "--study-name": study_name}
@@ -171,8 +174,12 @@ def create(spec_file: str, storage: str | None, n_trials: int | None, timeout: f
     For deployments that bootstrap the study before starting workers. Creating a study that
     exists checks that it is the same search.
     """
+    import optuna
+
     from search.runner import create_study
     from search.storage import mask_url, resolve_url
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
 
     spec = _load(spec_file, n_trials=n_trials, timeout=timeout, name=study_name)
     url = resolve_url(storage)
@@ -322,16 +329,24 @@ def validate(spec_file: str) -> None:
 @main.command()
 @click.argument("study_name", metavar="[STUDY]", required=False)
 @click.option("--storage", envvar="HPSEARCH_STORAGE", help=STORAGE_HELP)
-def status(study_name: str | None, storage: str | None) -> None:
-    """Show the studies in the storage (or one STUDY): trial counts, best value, running trials."""
+@click.option("--grace-period", type=click.IntRange(min=2), default=180, show_default=True,
+              envvar="HPSEARCH_GRACE_PERIOD",
+              help="A running trial without a heartbeat for this long is shown as stale.")
+def status(study_name: str | None, storage: str | None, grace_period: int) -> None:
+    """Show the studies in the storage (or one STUDY): trial counts, best value, running trials.
+
+    Running trials show their worker (host:pid) and age; STALE marks those whose worker sent no
+    heartbeat within the grace period (the next worker to start a trial fails and re-runs them).
+    """
     import optuna
 
-    from search.storage import mask_url, open_storage, resolve_url
+    from search.storage import Heartbeat, mask_url, open_storage, resolve_url
 
     url = resolve_url(storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    heartbeat = Heartbeat(interval=min(60, grace_period - 1), grace_period=grace_period)
     try:
-        store = open_storage(url, must_exist=True)
+        store = open_storage(url, must_exist=True, heartbeat=heartbeat)
         names = optuna.get_all_study_names(storage=store)
     except HpsearchError as e:
         _fail_input(e, url)
@@ -378,14 +393,28 @@ def _print_study(study: optuna.Study, detailed: bool) -> None:
     else:
         click.echo("  best: no complete trial yet")
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    stale = _stale_trial_ids(study) if running else set()
     now = datetime.now()
     for trial in running:
         age = (now - trial.datetime_start).total_seconds() if trial.datetime_start else 0
-        click.echo(f"  running: trial {trial.number} on {trial.user_attrs.get('worker', '?')}, "
-                   f"for {age:.0f} s")
+        host, _, pid = str(trial.user_attrs.get("worker", "?:?")).rpartition(":")
+        mark = "  STALE: no heartbeat within the grace period" if trial._trial_id in stale else ""
+        click.echo(f"  running: trial {trial.number} on host {host or '?'} pid {pid}, "
+                   f"for {age:.0f} s{mark}")
     if detailed:
         failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
         for trial in failed[-5:]:
             click.echo(f"  failed: trial {trial.number}: "
                        f"{trial.user_attrs.get('fail_reason', 'see the worker log')}")
 
+
+
+def _stale_trial_ids(study: optuna.Study) -> set[int]:
+    """Running trials whose heartbeat is older than the grace period (RDB storages only)."""
+    from search.storage import unwrap
+
+    backend = unwrap(study._storage)
+    finder = getattr(backend, "_get_stale_trial_ids", None)
+    if finder is None or backend.get_heartbeat_interval() is None:
+        return set()
+    return set(finder(study._study_id))

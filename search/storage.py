@@ -229,7 +229,7 @@ def _open_rdb(url: str, heartbeat: Heartbeat) -> optuna.storages.BaseStorage:
                 )
             return optuna.storages._CachedStorage(storage)
         except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
-            if _is_connection_error(e) or attempt == 4:
+            if not _is_creation_race(e) or attempt == 4:
                 raise StorageError(None, "--storage", "a database that accepts the "
                                    "connection", f"<{mask_url(url)}: "
                                    f"{describe_db_error(e, url)}>") from None
@@ -259,6 +259,12 @@ def _enable_wal(path: Path) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Surviving a database restart.
+
+
+def _is_creation_race(error: BaseException) -> bool:
+    """True for errors of workers racing to create Optuna's tables (the loser retries)."""
+    text = describe_db_error(error, "").lower()
+    return any(word in text for word in ("already exists", "duplicate", "deadlock"))
 
 
 def _is_connection_error(error: BaseException) -> bool:

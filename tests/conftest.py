@@ -79,3 +79,48 @@ def python_env() -> dict[str, str]:
 
 
 HPSEARCH = [sys.executable, "-m", "search"]
+
+
+# --------------------------------------------------------------------------------------------
+# Real database servers: a fresh database per test, dropped afterwards. No skipping: a server
+# that is down fails the test (.ci/run starts the servers).
+
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+MYSQL_ADMIN = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+
+
+def _db_name() -> str:
+    import uuid
+
+    return f"hp_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def pg_url() -> str:
+    import psycopg
+
+    name = _db_name()
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def mysql_url() -> str:
+    import pymysql
+
+    name = _db_name()
+    conn = pymysql.connect(**MYSQL_ADMIN, autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name}")
+    conn.close()
+
+
+@pytest.fixture(params=["postgresql", "mysql"])
+def server_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue("pg_url" if request.param == "postgresql" else "mysql_url")
