@@ -44,7 +44,8 @@ def test_sqlite_gets_wal_and_a_busy_timeout(tmp_path):
 
 
 def test_a_bad_url_is_an_input_error():
-    with pytest.raises(SpecError, match=r"--storage: expected a storage URL: sqlite:///PATH, journal:PATH"):
+    with pytest.raises(SpecError, match=r"--storage: expected a storage URL: sqlite:///PATH, "
+                                        r"journal:PATH"):
         open_storage("nosuchdb://x:pw@host/db")
 
 
