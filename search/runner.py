@@ -188,8 +188,22 @@ def study_attrs(prepared: Prepared) -> dict[str, Any]:
         "metric": spec.study.metric,
         "n_trials": spec.study.n_trials,
         "hpsearch_version": __version__,
-        "optuna_version": optuna.__version__,
+        "versions": package_versions(),
     }
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape a trial's result (read without importing them)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in ("hpsearch", "optuna", "keras", "tensorflow", "tensorflow-cpu", "numpy",
+                 "scikit-learn"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
 
 
 def open_study(prepared: Prepared, storage: optuna.storages.BaseStorage) -> optuna.Study:
@@ -565,6 +579,9 @@ def run_workers(
     try:
         codes = [proc.wait() for proc in procs]
     except KeyboardInterrupt:
+        # Ctrl-C in a terminal reaches the workers too; SIGTERM reaches only this process.
+        # Give the workers a moment to stop on their own, then pass the interrupt on.
+        time.sleep(2.0)
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)

@@ -304,3 +304,31 @@ def test_the_thread_cap_takes_effect(tmp_path, sqlite_url):
         assert trial.user_attrs["threads"] == int(threads)
         cpu = trial.user_attrs["fit_cpu_seconds"] / trial.user_attrs["fit_seconds"]
         assert cpu <= limit, (threads, cpu)
+
+
+def test_interrupting_run_with_workers_leaves_nothing_running(tmp_path):
+    journal = tmp_path / "study.journal"
+    url = f"journal:{journal}"
+    spec = study_file(tmp_path, n=20, data="digits", epochs=12, pruner="none", units=(64, 128))
+    env = dict(python_env(), HPSEARCH_STORAGE=url)
+    parent = subprocess.Popen(HPSEARCH + ["run", str(spec), "--workers", "2"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal)))
+
+    def two_running() -> bool:
+        try:
+            study = optuna.load_study(study_name="dist", storage=storage)
+        except KeyError:
+            return False
+        return len(study.get_trials(states=(TrialState.RUNNING,))) == 2
+
+    wait_for(two_running, 120, "both workers running a trial", step=0.5)
+    parent.send_signal(signal.SIGTERM)  # as `docker stop` would: only the parent gets it
+    out, err = parent.communicate(timeout=180)
+    assert parent.returncode == 130, err
+    assert err.count("hpsearch: interrupted: study 'dist' has") == 2, err
+    study = optuna.load_study(study_name="dist", storage=storage)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    interrupted = [t for t in study.trials if t.user_attrs.get("fail_reason") == "interrupted"]
+    assert len(interrupted) == 2

@@ -50,6 +50,9 @@ def test_cli_run_leaves_a_study_that_stock_optuna_reads(runner, write_spec, sqli
     assert study.user_attrs["spec"]["data"]["source"] == "sklearn:iris"
     assert len(study.user_attrs["data_fingerprint"]) == 16
     assert study.user_attrs["n_trials"] == 6
+    versions = study.user_attrs["versions"]
+    assert versions["optuna"] == optuna.__version__ and "keras" in versions
+    assert "tensorflow" in versions or "tensorflow-cpu" in versions
 
 
 def test_rerun_of_a_finished_study_adds_no_trials(runner, write_spec, sqlite_url):
