@@ -96,6 +96,15 @@ def _study_options(func: Any) -> Any:
     return click.argument("spec_file", metavar="SPEC", type=click.Path(dir_okay=False))(func)
 
 
+def _artifact_options(func: Any) -> Any:
+    func = click.option("--keep-models", type=click.IntRange(min=0), default=1,
+                        show_default=True, envvar="HPSEARCH_KEEP_MODELS",
+                        help="Keep the models of this many best trials as artifacts.")(func)
+    return click.option("--artifacts", envvar="HPSEARCH_ARTIFACTS",
+                        help="Artifact store: a folder or s3://BUCKET [default: beside the "
+                             "SQLite/journal file, else ./hpsearch-artifacts].")(func)
+
+
 def _threads_option(default_help: str) -> Any:
     return click.option("--threads", type=click.IntRange(min=1), envvar="HPSEARCH_THREADS",
                         help=f"TensorFlow intra-op threads per worker [default: {default_help}].")
@@ -115,9 +124,10 @@ def _heartbeat(interval: int, grace: int, retry: int) -> Any:
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes on this machine (>1 needs a journal: or server storage).")
 @_threads_option("cores / workers")
+@_artifact_options
 def run(spec_file: str, storage: str | None, n_trials: int | None, timeout: float | None,
         study_name: str | None, heartbeat_interval: int, grace_period: int, max_retry: int,
-        workers: int, threads: int | None) -> None:
+        workers: int, threads: int | None, artifacts: str | None, keep_models: int) -> None:
     """Run the study in SPEC until it has its budget of finished trials.
 
     A rerun resumes: trials already finished (complete or pruned) count toward the budget.
@@ -126,7 +136,7 @@ def run(spec_file: str, storage: str | None, n_trials: int | None, timeout: floa
     heartbeat = _heartbeat(heartbeat_interval, grace_period, max_retry)
     if workers == 1:
         _work(spec_file, storage, n_trials, timeout, study_name, heartbeat,
-              threads or os.cpu_count() or 1)
+              threads or os.cpu_count() or 1, artifacts, keep_models)
         return
     from search.runner import run_workers
     from search.storage import resolve_url
@@ -136,7 +146,8 @@ def run(spec_file: str, storage: str | None, n_trials: int | None, timeout: floa
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     spec = _load(spec_file, n_trials=n_trials, timeout=timeout, name=study_name)
     url = resolve_url(storage)
-    overrides = {"--n-trials": n_trials, "--timeout": timeout, "--study-name": study_name}
+    overrides = {"--n-trials": n_trials, "--timeout": timeout, "--study-name": study_name,
+                 "--artifacts": artifacts, "--keep-models": keep_models}
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         result, code = _guarded(url, spec_file, lambda: run_workers(
@@ -152,16 +163,18 @@ def run(spec_file: str, storage: str | None, n_trials: int | None, timeout: floa
 @main.command()
 @_study_options
 @_threads_option("all cores")
+@_artifact_options
 def worker(spec_file: str, storage: str | None, n_trials: int | None, timeout: float | None,
            study_name: str | None, heartbeat_interval: int, grace_period: int, max_retry: int,
-           threads: int | None) -> None:
+           threads: int | None, artifacts: str | None, keep_models: int) -> None:
     """Join the study in SPEC as one worker (on any machine that reaches the storage).
 
     Creates the study if no worker has yet, runs trials while the study's budget lasts, and
     exits 0 when the study has its budget of finished trials.
     """
     _work(spec_file, storage, n_trials, timeout, study_name,
-          _heartbeat(heartbeat_interval, grace_period, max_retry), threads)
+          _heartbeat(heartbeat_interval, grace_period, max_retry), threads, artifacts,
+          keep_models)
 
 
 @main.command()
@@ -190,7 +203,8 @@ def create(spec_file: str, storage: str | None, n_trials: int | None, timeout: f
 
 
 def _work(spec_file: str, storage: str | None, n_trials: int | None, timeout: float | None,
-          study_name: str | None, heartbeat: Any, threads: int | None) -> None:
+          study_name: str | None, heartbeat: Any, threads: int | None,
+          artifacts: str | None = None, keep_models: int = 1) -> None:
     """One worker: the code path of both `run` and `worker`."""
     import optuna
 
@@ -207,7 +221,7 @@ def _work(spec_file: str, storage: str | None, n_trials: int | None, timeout: fl
     try:
         result = _guarded(url, spec_file, lambda: run_study(
             spec, url, on_trial=_print_progress(spec.study.metric), heartbeat=heartbeat,
-            threads=threads))
+            threads=threads, artifacts=artifacts, keep_models=keep_models))
     except Interrupted as e:
         click.echo(f"hpsearch: {e}", err=True)
         sys.exit(130)
@@ -320,6 +334,63 @@ def validate(spec_file: str) -> None:
     click.echo("search space:")
     for name, text in describe_space(spec.search):
         click.echo(f"  {name:<20} {text}")
+
+
+# --------------------------------------------------------------------------------------------
+# dashboard and report
+
+
+@main.command()
+@click.option("--storage", envvar="HPSEARCH_STORAGE", help=STORAGE_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Anything but loopback exposes an unauthenticated UI.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--artifacts", envvar="HPSEARCH_ARTIFACTS",
+              help="Artifact store of the studies [default: beside the SQLite/journal file].")
+def dashboard(storage: str | None, host: str, port: int, artifacts: str | None) -> None:
+    """Serve optuna-dashboard on the study storage and its artifacts."""
+    from search.dashboard import NO_AUTH_WARNING, is_loopback, serve
+    from search.storage import mask_url, resolve_url
+
+    url = resolve_url(storage)
+    if not is_loopback(host):
+        click.echo(NO_AUTH_WARNING.format(host=host), err=True)
+    click.echo(f"dashboard for {mask_url(url)} on http://{host}:{port}/ (Ctrl-C stops it)",
+               err=True)
+    try:
+        _guarded(url, "", lambda: serve(url, host, port, artifacts))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+@main.command()
+@click.argument("study_name", metavar="STUDY")
+@click.option("--storage", envvar="HPSEARCH_STORAGE", help=STORAGE_HELP)
+@click.option("-o", "--output", default="report.html", show_default=True,
+              type=click.Path(dir_okay=False), help="The HTML file to write.")
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Rows in the table of best trials.")
+def report(study_name: str, storage: str | None, output: str, top: int) -> None:
+    """Write one self-contained HTML report of STUDY (opens offline)."""
+    import optuna
+
+    from search.report import write_report
+    from search.storage import open_storage, resolve_url
+
+    url = resolve_url(storage)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def build() -> str:
+        store = open_storage(url, must_exist=True)
+        names = optuna.get_all_study_names(storage=store)
+        if study_name not in names:
+            raise InputError(f"STUDY: expected one of {', '.join(names) or '(none)'}, got "
+                             f"{study_name!r}")
+        study = optuna.load_study(study_name=study_name, storage=store)
+        return write_report(study, output, top=top)
+
+    summary = _guarded(url, "", build)
+    click.echo(f"wrote {output}: {summary}")
 
 
 # --------------------------------------------------------------------------------------------

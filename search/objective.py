@@ -21,6 +21,7 @@ import optuna
 from search.space import suggest_params
 
 if TYPE_CHECKING:
+    from search.artifacts import TrialArtifacts
     from search.data import SearchData
     from search.spec import StudySpec
 
@@ -122,10 +123,12 @@ def configure_threads(threads: int | None) -> int:
 class Objective:
     """A callable for ``study.optimize`` holding the spec, the search data and the builder."""
 
-    def __init__(self, spec: StudySpec, data: SearchData, builder: Builder | None = None) -> None:
+    def __init__(self, spec: StudySpec, data: SearchData, builder: Builder | None = None,
+                 artifacts: TrialArtifacts | None = None) -> None:
         self.spec = spec
         self.data = data
         self.builder = builder
+        self.artifacts = artifacts
         self.metric = spec.study.metric
         self.current_trial: int | None = None
         self.direction = spec.study.resolved_direction
@@ -192,9 +195,10 @@ class Objective:
             trial.set_user_attr("fit_seconds", round(time.perf_counter() - start, 3))
             trial.set_user_attr("fit_cpu_seconds", round(time.process_time() - cpu_start, 3))
             trial.set_user_attr("epochs_run", len(monitor.history))
-        return self._outcome(trial, monitor, nan_guard)
+        return self._outcome(trial, model, monitor, nan_guard)
 
-    def _outcome(self, trial: optuna.Trial, monitor: PruningMonitor, guard: NanGuard) -> float:
+    def _outcome(self, trial: optuna.Trial, model: keras.Model, monitor: PruningMonitor,
+                 guard: NanGuard) -> float:
         diverged = guard.diverged_at or monitor.diverged_at
         if diverged:
             trial.set_user_attr("fail_reason", f"diverged: {diverged}")
@@ -209,7 +213,12 @@ class Objective:
             "val_metrics",
             {k: round(v, 6) for k, v in monitor.history[best].items() if k.startswith("val_")},
         )
+        if self.artifacts is not None:
+            self.artifacts.save_history(trial, monitor.history)
         if monitor.pruned_at is not None:
             trial.set_user_attr("pruned_at_epoch", monitor.pruned_at)
             raise optuna.TrialPruned(f"pruned at epoch {monitor.pruned_at}")
+        if self.artifacts is not None:
+            # EarlyStopping restored the best epoch's weights: this is the model scored.
+            self.artifacts.save_model_if_top(trial, model, values[best])
         return values[best]

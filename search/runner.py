@@ -180,8 +180,12 @@ def study_attrs(prepared: Prepared) -> dict[str, Any]:
     from search import __version__
 
     spec = prepared.spec
+    import yaml
+
     return {
         "spec": spec.canonical(),
+        "spec_yaml": yaml.safe_dump(spec.canonical(), sort_keys=False),
+        "state": "created",
         "spec_hash": spec.search_hash(),
         "data_fingerprint": prepared.data.fingerprint,
         "task": prepared.data.task.kind,
@@ -226,8 +230,34 @@ def open_study(prepared: Prepared, storage: optuna.storages.BaseStorage) -> optu
         return study
     for key, value in study_attrs(prepared).items():
         study.set_user_attr(key, value)
+    study.set_metric_names([spec.study.metric])
+    _save_note(study, prepared)
     study.set_user_attr(_READY, True)
     return study
+
+
+def _save_note(study: optuna.Study, prepared: Prepared) -> None:
+    """A markdown note for optuna-dashboard: what the study searches, on what data."""
+    import optuna_dashboard
+
+    from search.space import describe_space
+
+    spec, data = prepared.spec, prepared.data
+    rows = "\n".join(f"| `{name}` | {text} |" for name, text in describe_space(spec.search))
+    note = (
+        f"# {spec.name}\n\n"
+        f"{spec.study.resolved_direction.capitalize()} **{spec.study.metric}** over "
+        f"{spec.study.n_trials} trials; sampler `{spec.study.sampler.name}`, pruner "
+        f"`{spec.study.pruner.name}`, seed {spec.study.seed}.\n\n"
+        f"**Data** `{spec.data.source}`: {data.summary()}; fingerprint "
+        f"`{data.fingerprint}`.\n\n"
+        f"**Model** `{spec.model.builder or spec.model.type}`.\n\n"
+        f"| hyperparameter | search |\n|---|---|\n{rows}\n\n"
+        "Each trial's value is its best epoch's value; its learning curve is the intermediate "
+        "values; its artifacts hold the per-epoch history (CSV) and, for the best trials, the "
+        "model. The resolved study file is the study's user attribute `spec_yaml`.\n"
+    )
+    optuna_dashboard.save_note(study, note)
 
 
 _READY = "hpsearch_ready"
@@ -434,6 +464,8 @@ def run_study(
     on_trial: Callable[[Progress], None] | None = None,
     heartbeat: Heartbeat | None = None,
     threads: int | None = None,
+    artifacts: str | None = None,
+    keep_models: int = 1,
 ) -> RunResult:
     """Run one worker on ``spec`` until the study has ``study.n_trials`` finished trials.
 
@@ -458,7 +490,12 @@ def run_study(
         configure_threads(threads)
         progress = _Progress(target, max_failures=max(10, target), start=start,
                              on_trial=on_trial)
-        objective = Objective(spec, prepared.data, prepared.builder)
+        from search.artifacts import TrialArtifacts, artifact_store
+
+        store = TrialArtifacts(artifact_store(url, artifacts), keep_models,
+                               spec.study.resolved_direction)
+        objective = Objective(spec, prepared.data, prepared.builder, store)
+        study.set_user_attr("state", "running")
         budgeted = BudgetedStudy(study, url, target,
                                  poll=min(5.0, max(0.5, heartbeat.interval / 2)))
         try:
@@ -487,6 +524,8 @@ def run_study(
             )
         if spec.study.timeout is not None and count_finished(study) < target:
             notes.append(f"timeout of {spec.study.timeout:g} s reached")
+    if count_finished(study) >= target and study.user_attrs.get("state") != "finished":
+        study.set_user_attr("state", "finished")
     return summarize(study, url, target, ran_before, time.perf_counter() - start, notes)
 
 

@@ -23,3 +23,12 @@ def test_storage_overhead_quick_mode_runs_on_every_storage():
         assert r["trials"] == 30
         assert 0 < r["p50_ms"] <= r["p95_ms"], (kind, r)
         assert kind == "memory" or (math.isfinite(r["cold_load_s"]) and r["cold_load_s"] > 0)
+
+
+def test_dashboard_latency_quick_mode_runs():
+    done = subprocess.run([sys.executable, str(BENCH / "dashboard_latency.py"), "--quick"],
+                          capture_output=True, text=True, env=python_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["trials"] == 100 and result["requests"] == 5
+    assert 0 < result["study_p50_ms"] <= result["study_p95_ms"]

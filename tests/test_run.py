@@ -170,7 +170,7 @@ def test_same_spec_and_seed_give_identical_trials_and_the_test_split_is_never_se
     assert all(math.isfinite(t.value) for t in study.trials if t.value is not None)
 
 
-def test_help_and_status_do_not_import_tensorflow(sqlite_url):
+def test_help_status_and_report_do_not_import_tensorflow(sqlite_url):
     optuna.create_study(study_name="tiny", storage=sqlite_url).add_trial(
         optuna.trial.create_trial(value=0.5, params={"x": 1.0},
                                   distributions={"x": optuna.distributions.FloatDistribution(0, 2)})
@@ -185,8 +185,10 @@ def test_help_and_status_do_not_import_tensorflow(sqlite_url):
         "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
         "print('imported:', heavy)\n"
     )
+    report = str(Path(sqlite_url.removeprefix("sqlite:///")).with_name("r.html"))
     for args in (["--help"], ["status", "--storage", sqlite_url],
-                 ["status", "tiny", "--storage", sqlite_url]):
+                 ["status", "tiny", "--storage", sqlite_url], ["dashboard", "--help"],
+                 ["report", "tiny", "--storage", sqlite_url, "-o", report]):
         done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True,
                               env=python_env(), timeout=60)
         assert done.returncode == 0, done.stderr
