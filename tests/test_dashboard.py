@@ -90,6 +90,13 @@ def test_the_dashboard_serves_the_study_its_learning_curves_and_artifacts(finish
         assert len(models) == 1  # --keep-models 1: only the best trial's model
         best = optuna.load_study(study_name="small", storage=finished).best_trial
         assert models[0]["filename"] == f"trial-{best.number}-model.keras"
+        # The best improved after the first complete trial, so an earlier best model was
+        # removed: deleted from disk, not only hidden.
+        values = [t.value for t in optuna.load_study(study_name="small", storage=finished).trials
+                  if t.value is not None]
+        assert sum(v < min(values[:i]) for i, v in enumerate(values) if i) >= 1
+        folder = Path(finished.removeprefix("sqlite:///")).with_name("studies-artifacts")
+        assert len(list(folder.iterdir())) == len(trials) + 1
 
         first = trials[0]
         artifact = first["artifacts"][0]
