@@ -1,7 +1,7 @@
 """hpsearch: hyperparameter search for Keras models on Optuna.
 
-The public Python API. Importing this package does not import TensorFlow; ``build_model`` and
-``run_study`` load it on first use.
+The public Python API. Importing this package does not import TensorFlow; ``build_model``,
+``run_study`` and ``train_final`` load it on first use.
 """
 
 from __future__ import annotations
@@ -23,11 +23,20 @@ __all__ = [
     "StudySpec",
     "Task",
     "build_model",
+    "export_best",
+    "load_export",
     "load_spec",
     "run_study",
+    "train_final",
 ]
 
-_LAZY = {"build_model": "search.model", "run_study": "search.runner"}
+_LAZY = {
+    "build_model": "search.model",
+    "run_study": "search.runner",
+    "export_best": "search.export",
+    "load_export": "search.export",
+    "train_final": "search.export",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -394,6 +394,74 @@ def report(study_name: str, storage: str | None, output: str, top: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# export and train
+
+
+@main.command()
+@click.argument("study_name", metavar="STUDY")
+@click.option("--storage", envvar="HPSEARCH_STORAGE", help=STORAGE_HELP)
+@click.option("-o", "--output", default="best.yaml", show_default=True,
+              type=click.Path(dir_okay=False), help="best.yaml or best.json.")
+@click.option("--trial", type=click.IntRange(min=0), help="Export this trial, not the best.")
+@click.option("--top", type=click.IntRange(min=1), help="Export the K best trials as a list.")
+def export(study_name: str, storage: str | None, output: str, trial: int | None,
+           top: int | None) -> None:
+    """Export the best trial of STUDY: complete params, epochs, data settings, provenance."""
+    import optuna
+
+    from search.export import export_best
+    from search.storage import open_storage, resolve_url
+
+    if trial is not None and top is not None:
+        raise InputError("--trial and --top: expected one of them, got both")
+    url = resolve_url(storage)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def build() -> Any:
+        store = open_storage(url, must_exist=True)
+        names = optuna.get_all_study_names(storage=store)
+        if study_name not in names:
+            raise InputError(f"STUDY: expected one of {', '.join(names) or '(none)'}, got "
+                             f"{study_name!r}")
+        study = optuna.load_study(study_name=study_name, storage=store)
+        return export_best(study, output, trial=trial, top=top)
+
+    exports = _guarded(url, "", build)
+    for e in exports:
+        click.echo(f"trial {e.trial}: {e.metric}={e.value:.6g}, best epoch {e.best_epoch}")
+    click.echo(f"wrote {output}")
+
+
+@main.command()
+@click.argument("export_file", metavar="EXPORT", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default="model", show_default=True,
+              type=click.Path(file_okay=False), help="Directory for the model and its files.")
+@click.option("--data", "data_source", help="Another data source (same columns), e.g. csv:PATH.")
+@click.option("--fit-on", type=click.Choice(["train+val", "train"]), default="train+val",
+              show_default=True, help="Rows to train the final model on.")
+@click.option("--strict", is_flag=True, help="Refuse (not just warn) when the data differ.")
+@click.option("--force", is_flag=True, help="Overwrite a non-empty output directory.")
+def train(export_file: str, output: str, data_source: str | None, fit_on: str, strict: bool,
+          force: bool) -> None:
+    """Train the final model from EXPORT alone and evaluate it once on the test split."""
+    from search.export import load_export, train_final
+
+    try:
+        loaded = load_export(export_file)
+        if isinstance(loaded, list):
+            raise InputError(f"{export_file}: expected one export (from `hpsearch export` "
+                             f"without --top), got a list of {len(loaded)}")
+        metrics = train_final(loaded, output, data_source=data_source, fit_on=fit_on,
+                              strict=strict, force=force,
+                              warn=lambda m: click.echo(m, err=True))
+    except HpsearchError as e:
+        _fail_input(e)
+    shown = " ".join(f"{k}={v:.4g}" for k, v in metrics["test"].items())
+    click.echo(f"trained on {fit_on} for {metrics['epochs']} epochs; test: {shown}")
+    click.echo(f"wrote {output}/model.keras, metrics.json, history.csv, MODEL_CARD.md")
+
+
+# --------------------------------------------------------------------------------------------
 # status
 
 

@@ -2,8 +2,8 @@
 
 The search path gets a :class:`SearchData`, which holds the train and validation splits and
 nothing else: the test rows are dropped as soon as the split is known, and are not even checked
-for missing values here (``hpsearch validate`` checks every row; the final evaluation, a later
-step, loads the test split through :func:`load_test_split`).
+for missing values here (``hpsearch validate`` checks every row). The final training reads the
+test split through :func:`final_splits`, the one place that does.
 """
 
 from __future__ import annotations
@@ -96,13 +96,45 @@ def check_all_rows(spec: StudySpec) -> Dataset:
     return dataset
 
 
-def load_test_split(spec: StudySpec) -> tuple[np.ndarray, np.ndarray]:
-    """The test split, scaled with the train split's statistics. Only for the final evaluation."""
-    dataset = load_dataset(spec)
+@dataclass(frozen=True)
+class FinalSplits:
+    """The rows of the final training and of the one test evaluation, scaled."""
+
+    x_fit: np.ndarray
+    y_fit: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    x_test: np.ndarray
+    y_test: np.ndarray
+    fingerprint: str
+    task: Task
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.x_fit.shape[1:])
+
+
+def final_splits(spec: StudySpec, fit_on: str) -> FinalSplits:
+    """The training rows (train, or train + val) and the test split, for the final model.
+
+    This is the one place in hpsearch that reads the test rows. Scaling is fitted on the rows
+    the final model trains on.
+    """
+    dataset = _read_dataset(spec)
     splits = split_indices(dataset, spec.data, spec.path)
-    _check_finite(dataset, splits.test)
-    scaler = fit_scaler(dataset.x[splits.train], spec.data.scaling)
-    return scaler(dataset.x[splits.test]), dataset.y[splits.test]
+    fit_rows = splits.train if fit_on == "train" else np.concatenate([splits.train, splits.val])
+    _check_finite(dataset, np.concatenate([fit_rows, splits.val, splits.test]))
+    scale = fit_scaler(dataset.x[fit_rows], spec.data.scaling)
+    y_dtype = np.float32 if dataset.task.kind != "multiclass" else np.int64
+    keep_val = fit_on == "train"
+    return FinalSplits(
+        x_fit=scale(dataset.x[fit_rows]), y_fit=dataset.y[fit_rows].astype(y_dtype),
+        x_val=scale(dataset.x[splits.val]) if keep_val else None,
+        y_val=dataset.y[splits.val].astype(y_dtype) if keep_val else None,
+        x_test=scale(dataset.x[splits.test]), y_test=dataset.y[splits.test].astype(y_dtype),
+        fingerprint=fingerprint(dataset, spec.data),
+        task=dataset.task,
+    )
 
 
 def load_dataset(spec: StudySpec) -> Dataset:
@@ -160,7 +192,7 @@ def fingerprint(dataset: Dataset, data: DataSpec) -> str:
     digest.update(np.where(np.isnan(x), np.nan, x).tobytes())
     digest.update(np.ascontiguousarray(dataset.y).tobytes())
     digest.update(json.dumps(dataset.class_names).encode())
-    digest.update(_settings_json(data).encode())
+    digest.update(_split_settings_json(data).encode())
     return digest.hexdigest()[:16]
 
 
@@ -186,7 +218,7 @@ def _build_search_data(spec: StudySpec) -> SearchData:
         feature_names=dataset.feature_names,
         class_names=dataset.class_names,
         fingerprint=fingerprint(dataset, spec.data),
-        n_test=len(splits.test),
+        n_test=len(dataset.y) - len(used),  # counted, not read: see final_splits
     )
 
 
@@ -228,6 +260,12 @@ def _source_key(spec: StudySpec) -> tuple[Any, ...]:
 
 def _settings_json(data: DataSpec) -> str:
     return json.dumps(data.model_dump(mode="json"), sort_keys=True)
+
+
+def _split_settings_json(data: DataSpec) -> str:
+    # What decides the rows and their scaling; not where the file lives or how it is named.
+    keys = ("target", "validation_fraction", "test_fraction", "seed", "scaling")
+    return json.dumps({k: getattr(data, k) for k in keys}, sort_keys=True)
 
 
 def _read_dataset(spec: StudySpec) -> Dataset:

@@ -185,6 +185,8 @@ def study_attrs(prepared: Prepared) -> dict[str, Any]:
     return {
         "spec": spec.canonical(),
         "spec_yaml": yaml.safe_dump(spec.canonical(), sort_keys=False),
+        "data_source_resolved": resolved_source(spec),
+        "n_classes": prepared.data.task.n_classes,
         "state": "created",
         "spec_hash": spec.search_hash(),
         "data_fingerprint": prepared.data.fingerprint,
@@ -194,6 +196,13 @@ def study_attrs(prepared: Prepared) -> dict[str, Any]:
         "hpsearch_version": __version__,
         "versions": package_versions(),
     }
+
+
+def resolved_source(spec: StudySpec) -> str:
+    """The data source with an absolute path (a study file's relative path means nothing later)."""
+    if spec.data.kind == "sklearn":
+        return spec.data.source
+    return f"{spec.data.kind}:{(spec.base_dir / spec.data.location).resolve()}"
 
 
 def package_versions() -> dict[str, str]:

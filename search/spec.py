@@ -201,6 +201,9 @@ def _parse_hparam(raw: Any, rule: _Rule, allow_per_layer: bool = False) -> HPara
     """Turn the YAML of one hyperparameter into an :class:`HParam`, or raise :class:`_Invalid`."""
     if isinstance(raw, HParam):
         return raw
+    if isinstance(raw, dict) and "kind" in raw:
+        # The canonical form, as stored with a study (StudySpec.canonical()).
+        return HParam.model_validate(raw)
     shapes = "a fixed value, a range {low, high[, log, step]} or {choices: [...]}"
     if isinstance(raw, list):
         raise _Invalid(shapes, raw)
