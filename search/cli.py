@@ -336,6 +336,20 @@ def validate(spec_file: str) -> None:
         click.echo(f"  {name:<20} {text}")
 
 
+def _load_study(url: str, study_name: str) -> optuna.Study:
+    """An existing study by name, or an input error listing the studies there."""
+    import optuna
+
+    from search.storage import open_storage
+
+    store = open_storage(url, must_exist=True)
+    names = optuna.get_all_study_names(storage=store)
+    if study_name not in names:
+        raise InputError(f"STUDY: expected one of {', '.join(names) or '(none)'}, got "
+                         f"{study_name!r}")
+    return optuna.load_study(study_name=study_name, storage=store)
+
+
 # --------------------------------------------------------------------------------------------
 # dashboard and report
 
@@ -375,19 +389,13 @@ def report(study_name: str, storage: str | None, output: str, top: int) -> None:
     import optuna
 
     from search.report import write_report
-    from search.storage import open_storage, resolve_url
+    from search.storage import resolve_url
 
     url = resolve_url(storage)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def build() -> str:
-        store = open_storage(url, must_exist=True)
-        names = optuna.get_all_study_names(storage=store)
-        if study_name not in names:
-            raise InputError(f"STUDY: expected one of {', '.join(names) or '(none)'}, got "
-                             f"{study_name!r}")
-        study = optuna.load_study(study_name=study_name, storage=store)
-        return write_report(study, output, top=top)
+        return write_report(_load_study(url, study_name), output, top=top)
 
     summary = _guarded(url, "", build)
     click.echo(f"wrote {output}: {summary}")
@@ -410,7 +418,7 @@ def export(study_name: str, storage: str | None, output: str, trial: int | None,
     import optuna
 
     from search.export import export_best
-    from search.storage import open_storage, resolve_url
+    from search.storage import resolve_url
 
     if trial is not None and top is not None:
         raise InputError("--trial and --top: expected one of them, got both")
@@ -418,13 +426,7 @@ def export(study_name: str, storage: str | None, output: str, trial: int | None,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def build() -> Any:
-        store = open_storage(url, must_exist=True)
-        names = optuna.get_all_study_names(storage=store)
-        if study_name not in names:
-            raise InputError(f"STUDY: expected one of {', '.join(names) or '(none)'}, got "
-                             f"{study_name!r}")
-        study = optuna.load_study(study_name=study_name, storage=store)
-        return export_best(study, output, trial=trial, top=top)
+        return export_best(_load_study(url, study_name), output, trial=trial, top=top)
 
     exports = _guarded(url, "", build)
     for e in exports:
