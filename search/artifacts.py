@@ -19,7 +19,6 @@ from search.errors import SpecError
 from search.storage import journal_path, sqlite_path
 
 HISTORY_ATTR = "history_artifact"
-MODEL_ATTR = "model_artifact"  # on a trial: its model's artifact id when it was saved
 MODELS_ATTR = "best_models"  # on the study: the models kept, best first
 
 
@@ -101,8 +100,9 @@ class TrialArtifacts:
         kept.sort(key=lambda entry: entry["value"], reverse=reverse)
         for entry in kept[self.keep_models:]:
             self._remove(study, entry["artifact_id"])
+        # Listed on the study, not the trial: a finished trial cannot be updated when its model
+        # later falls out of the top and is deleted.
         study.set_user_attr(MODELS_ATTR, kept[:self.keep_models])
-        trial.set_user_attr(MODEL_ATTR, artifact_id)
         return artifact_id
 
     def _remove(self, study: Any, artifact_id: str) -> None:
