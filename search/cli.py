@@ -218,6 +218,7 @@ def _work(spec_file: str, storage: str | None, n_trials: int | None, timeout: fl
                f"{spec.study.n_trials} trials, storage {mask_url(url)}, "
                f"threads {threads or 'default'}", err=True)
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous_int = signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
     try:
         result = _guarded(url, spec_file, lambda: run_study(
             spec, url, on_trial=_print_progress(spec.study.metric), heartbeat=heartbeat,
@@ -232,6 +233,7 @@ def _work(spec_file: str, storage: str | None, n_trials: int | None, timeout: fl
         raise click.ClickException(str(e)) from e
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     _print_result(result)
 
 
@@ -250,6 +252,9 @@ def _guarded(url: str, spec_file: str, call: Any) -> Any:
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    from search.runner import request_stop
+
+    request_stop()
     raise KeyboardInterrupt
 
 

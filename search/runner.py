@@ -12,6 +12,7 @@ import inspect
 import json
 import os
 import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -326,6 +327,24 @@ def count_states(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask this worker to stop (Ctrl-C, SIGTERM); see :func:`stop_requested`.
+
+    The signal handler also raises KeyboardInterrupt to stop the current trial at once; Python
+    drops that exception when it lands inside a finalizer or weakref callback, so the flag makes
+    sure the worker still stops at its next trial boundary.
+    """
+    _STOP.set()
+
+
+def _raise_if_stop_requested() -> None:
+    if _STOP.is_set():
+        raise KeyboardInterrupt
+
+
 class BudgetReached(Exception):
     """The study has its budget of finished trials: this worker is done."""
 
@@ -344,7 +363,8 @@ class _Progress:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         counts = count_states(study)
         finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
-        if trial.state == TrialState.FAIL:
+        if trial.state == TrialState.FAIL and trial.user_attrs.get("fail_reason") != \
+                "interrupted":
             self.failed_here += 1
         if finished >= self.target or self.failed_here >= self.max_failures:
             study.stop()
@@ -380,6 +400,7 @@ class BudgetedStudy(optuna.Study):
         from search.storage import budget_lock
 
         while True:
+            _raise_if_stop_requested()
             reap_dead_local_trials(self)
             with budget_lock(self._url, self._storage, self._study_id):
                 counts = count_states(self)
@@ -394,6 +415,7 @@ class BudgetedStudy(optuna.Study):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(self)
             time.sleep(self._poll)
+            _raise_if_stop_requested()
 
 
 def reap_dead_local_trials(study: optuna.Study) -> list[int]:
@@ -484,6 +506,7 @@ def run_study(
     """
     from search.objective import Objective, configure_threads, worker_id
 
+    _STOP.clear()
     url = resolve_url(storage)
     heartbeat = heartbeat or Heartbeat()
     prepared = prepare(spec)

@@ -330,5 +330,8 @@ def test_interrupting_run_with_workers_leaves_nothing_running(tmp_path):
     assert err.count("hpsearch: interrupted: study 'dist' has") == 2, err
     study = optuna.load_study(study_name="dist", storage=storage)
     assert not study.get_trials(states=(TrialState.RUNNING,))
-    interrupted = [t for t in study.trials if t.user_attrs.get("fail_reason") == "interrupted"]
-    assert len(interrupted) == 2
+    # A worker's trial is either stopped (FAIL, reason "interrupted") or, when the interrupt
+    # landed where Python drops it (a finalizer), finished before the worker stopped.
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert 1 <= len(failed) <= 2
+    assert all(t.user_attrs.get("fail_reason") == "interrupted" for t in failed)
