@@ -240,7 +240,9 @@ def open_study(prepared: Prepared, storage: optuna.storages.BaseStorage) -> optu
         return study
     for key, value in study_attrs(prepared).items():
         study.set_user_attr(key, value)
-    study.set_metric_names([spec.study.metric])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([spec.study.metric])
     _save_note(study, prepared)
     study.set_user_attr(_READY, True)
     return study
