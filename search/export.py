@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from search.errors import DataError, SpecError
-from search.spec import DataSpec, ModelSpec, StudySpec, Task, _one_error
+from search.spec import DataSpec, ModelSpec, StudySpec, _one_error
 
 FORMAT = "hpsearch-export/1"
 FIT_POLICIES = ("train+val", "train")
@@ -46,10 +46,6 @@ class Export(BaseModel):
     data_fingerprint: str
     val_metrics: dict[str, float] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
-
-    @property
-    def task_spec(self) -> Task:
-        return Task(self.task, self.n_classes)
 
 
 # --------------------------------------------------------------------------------------------

@@ -391,19 +391,21 @@ class BudgetedStudy(optuna.Study):
     calls ``ask``, so this keeps Optuna's own loop, heartbeat and retry of stale trials.
     """
 
-    def __init__(self, study: optuna.Study, url: str, target: int, poll: float) -> None:
+    def __init__(self, study: optuna.Study, url: str, target: int, poll: float,
+                 max_retry: int) -> None:
         super().__init__(study_name=study.study_name, storage=study._storage,
                          sampler=study.sampler, pruner=study.pruner)
         self._url = url
         self._target = target
         self._poll = poll
+        self._max_retry = max_retry
 
     def ask(self, fixed_distributions: Any = None) -> optuna.Trial:
         from search.storage import budget_lock
 
         while True:
             _raise_if_stop_requested()
-            reap_dead_local_trials(self)
+            reap_dead_local_trials(self, self._max_retry)
             with budget_lock(self._url, self._storage, self._study_id):
                 counts = count_states(self)
                 finished = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)
@@ -420,7 +422,7 @@ class BudgetedStudy(optuna.Study):
             _raise_if_stop_requested()
 
 
-def reap_dead_local_trials(study: optuna.Study) -> list[int]:
+def reap_dead_local_trials(study: optuna.Study, max_retry: int) -> list[int]:
     """Fail (and queue for a re-run) RUNNING trials of dead worker processes on this host.
 
     Storages with a heartbeat do this through Optuna after the grace period; the journal file
@@ -444,16 +446,10 @@ def reap_dead_local_trials(study: optuna.Study) -> list[int]:
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker got there first
         backend.set_trial_user_attr(trial._trial_id, "fail_reason", f"worker {worker} died")
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=_max_retry())
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
         retry(study, study._storage.get_trial(trial._trial_id))
         reaped.append(trial.number)
     return reaped
-
-
-def _max_retry() -> int:
-    from search.storage import Heartbeat
-
-    return Heartbeat().max_retry
 
 
 def _alive(pid: int) -> bool:
@@ -531,7 +527,8 @@ def run_study(
         objective = Objective(spec, prepared.data, prepared.builder, store)
         study.set_user_attr("state", "running")
         budgeted = BudgetedStudy(study, url, target,
-                                 poll=min(5.0, max(0.5, heartbeat.interval / 2)))
+                                 poll=min(5.0, max(0.5, heartbeat.interval / 2)),
+                                 max_retry=heartbeat.max_retry)
         try:
             budgeted.optimize(objective, timeout=spec.study.timeout, catch=_catchable(),
                               callbacks=[progress], gc_after_trial=True)

@@ -30,7 +30,6 @@ from pydantic import (
 from search.errors import SpecError
 
 TaskKind = Literal["binary", "multiclass", "regression"]
-TASKS: tuple[str, ...] = ("binary", "multiclass", "regression")
 ACTIVATIONS: tuple[str, ...] = (
     "relu", "tanh", "elu", "selu", "gelu", "swish", "silu", "sigmoid", "softplus",
     "leaky_relu", "linear",
@@ -38,9 +37,6 @@ ACTIVATIONS: tuple[str, ...] = (
 OPTIMIZERS: tuple[str, ...] = (
     "adam", "adamw", "nadam", "adamax", "sgd", "rmsprop", "adagrad", "adadelta",
 )
-SAMPLERS: tuple[str, ...] = ("tpe", "random", "cmaes", "gp", "qmc")
-PRUNERS: tuple[str, ...] = ("hyperband", "median", "percentile", "successive_halving", "none")
-SCALINGS: tuple[str, ...] = ("standard", "minmax", "none")
 SKLEARN_DATASETS: dict[str, str] = {
     "digits": "multiclass",
     "iris": "multiclass",

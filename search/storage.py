@@ -293,10 +293,6 @@ class RetryingStorage:
         self._url = url
         self._window = window
 
-    @property
-    def backend(self) -> Any:
-        return self._backend
-
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         method: Callable[..., Any] = getattr(self._backend, name)
         deadline = time.monotonic() + self._window
