@@ -71,3 +71,70 @@ def test_unknown_study_in_status_names_the_ones_there(runner, sqlite_url):
     result = runner.invoke(main, ["status", "two", "--storage", sqlite_url])
     assert result.exit_code == 2
     assert "STUDY: expected one of one, got 'two'" in result.output
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def any_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    if request.param == "sqlite":
+        return sqlite_url
+    return request.getfixturevalue("pg_url" if request.param == "postgresql" else "mysql_url")
+
+
+def test_fast_writes_store_what_optuna_reads_back(any_url):
+    """The one-statement writes (search.fast_rdb) round-trip through Optuna's own reads."""
+    import math
+
+    import optuna
+
+    from search.fast_rdb import FastRDBStorage
+
+    storage = open_storage(any_url)
+    assert isinstance(unwrap(storage), FastRDBStorage)
+    study = optuna.create_study(storage=storage, study_name="fast")
+    values = [0.5, float("nan"), float("inf"), float("-inf"), 0.25]
+    for number in range(2):  # the second trial takes the fast path for params too
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        trial.suggest_categorical("act", ["relu", "tanh"])
+        for step, value in enumerate(values, start=1):
+            trial.report(value, step=step)
+        # Trial.report ignores a step reported twice; the storage itself overwrites.
+        storage.set_trial_intermediate_value(trial._trial_id, 5, 0.125)
+        trial.set_user_attr("seed", number)
+        trial.set_user_attr("seed", {"again": [number]})  # overwritten, not duplicated
+        study.tell(trial, 1.0 + number)
+    fresh = optuna.load_study(study_name="fast", storage=open_storage(any_url))
+    for number, frozen in enumerate(fresh.trials):
+        got = frozen.intermediate_values
+        assert got[1] == 0.5 and math.isnan(got[2]) and got[3] == math.inf
+        assert got[4] == -math.inf and got[5] == 0.125 and len(got) == 5
+        assert frozen.user_attrs == {"seed": {"again": [number]}}
+        assert set(frozen.params) == {"lr", "act"}
+        assert frozen.distributions["lr"] == optuna.distributions.FloatDistribution(
+            1e-4, 1e-1, log=True)
+    assert fresh.trials[1].params == study.trials[1].params
+
+
+def test_fast_writes_refuse_a_finished_trial(any_url):
+    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    storage = open_storage(any_url)
+    study = optuna.create_study(storage=storage, study_name="done")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    trial_id = study.trials[0]._trial_id
+    with pytest.raises(UpdateFinishedTrialError):
+        storage.set_trial_intermediate_value(trial_id, 1, 0.5)
+    with pytest.raises(UpdateFinishedTrialError):
+        storage.set_trial_user_attr(trial_id, "late", 1)
+    with pytest.raises(UpdateFinishedTrialError):
+        storage.set_trial_param(trial_id, "x", 0.5,
+                                optuna.distributions.FloatDistribution(0, 1))
+    frozen = optuna.load_study(study_name="done", storage=open_storage(any_url)).trials[0]
+    assert frozen.intermediate_values == {} and frozen.user_attrs == {}
+
+
+def test_sqlite_commits_do_not_wait_for_fsync(sqlite_url):
+    storage = open_storage(sqlite_url)
+    with unwrap(storage).engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
