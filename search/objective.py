@@ -61,6 +61,26 @@ class NanGuard(keras.callbacks.TerminateOnNaN):
 GC_EVERY = 10
 
 
+def release_graph_references() -> int:
+    """Drop TensorFlow's registrations of per-trace custom gradients; returns how many.
+
+    Every training step Keras traces on TensorFlow goes through ``tf.custom_gradient`` (the
+    optimizer's replica all-reduce), which registers a gradient function, holding the whole
+    traced graph, in TensorFlow's global gradient registry under a unique
+    ``CustomGradient-N`` name, and never removes it: ~3 MB per trial that ``clear_session`` and
+    garbage collection cannot free (benchmark "memory": 277 MB per 100 digits trials before,
+    under 10 after). A finished trial's graph is never differentiated again, so its entries
+    can go; the next trial traces and registers its own.
+    """
+    from tensorflow.python.framework import ops as tf_ops
+
+    registry = tf_ops._gradient_registry._registry
+    stale = [name for name in registry if name.startswith("CustomGradient-")]
+    for name in stale:
+        del registry[name]
+    return len(stale)
+
+
 class PruningMonitor(keras.callbacks.Callback):
     """Reports the monitored metric to Optuna every epoch and stops the fit when pruned.
 
@@ -172,6 +192,7 @@ class Objective:
 
     def _run(self, trial: optuna.Trial) -> float:
         self._trials_run += 1
+        release_graph_references()
         keras.backend.clear_session(free_memory=self._trials_run % GC_EVERY == 0)
         seed = self.spec.study.seed + trial.number
         keras.utils.set_random_seed(seed)
@@ -212,6 +233,9 @@ class Objective:
             trial.set_user_attr("fit_seconds", round(time.perf_counter() - start, 3))
             trial.set_user_attr("fit_cpu_seconds", round(time.process_time() - cpu_start, 3))
             trial.set_user_attr("epochs_run", len(monitor.history))
+            if monitor.history:
+                # The first epoch carries the tracing of the training and validation steps.
+                trial.set_user_attr("first_epoch_seconds", monitor.history[0]["epoch_seconds"])
         return self._outcome(trial, model, monitor, nan_guard)
 
     def _outcome(self, trial: optuna.Trial, model: keras.Model, monitor: PruningMonitor,

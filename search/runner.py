@@ -531,7 +531,7 @@ def run_study(
                                  max_retry=heartbeat.max_retry)
         try:
             budgeted.optimize(objective, timeout=spec.study.timeout, catch=_catchable(),
-                              callbacks=[progress], gc_after_trial=True)
+                              callbacks=[progress], gc_after_trial=False)
         except BudgetReached:
             pass
         except KeyboardInterrupt:

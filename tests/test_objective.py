@@ -12,6 +12,7 @@ from search.data import load_search_data
 from search.objective import MetricMissingError, Objective
 from search.runner import _catchable
 from search.spec import Task, parse_spec
+from conftest import SMALL_STUDY
 
 BUILT: list[dict] = []
 
@@ -113,3 +114,30 @@ def test_the_monitor_raises_instead_of_warning():
     monitor = PruningMonitor(study.ask(), "val_auc")
     with pytest.raises(MetricMissingError, match="'val_auc' is not in the epoch logs"):
         monitor.on_epoch_end(0, {"loss": 0.3, "val_loss": 0.4})
+
+
+def _alive_func_graphs() -> int:
+    import gc
+
+    gc.collect()
+    return sum(type(o).__name__ == "FuncGraph" for o in gc.get_objects())
+
+
+def test_finished_trials_do_not_keep_their_graphs_alive(write_spec, sqlite_url, monkeypatch):
+    """TensorFlow's gradient registry would keep every trial's traced graph (~3 MB) alive."""
+    from search import objective as objective_module
+    from search.runner import run_study
+    from search.spec import load_spec
+
+    spec = load_spec(write_spec())  # 6 trials
+    before = _alive_func_graphs()
+    run_study(spec, sqlite_url)
+    kept = _alive_func_graphs() - before
+    assert kept <= 2, kept  # the last trial's, at most
+
+    # Without the release, every trial's graph stays: the check above can fail.
+    monkeypatch.setattr(objective_module, "release_graph_references", lambda: 0)
+    spec2 = load_spec(write_spec(SMALL_STUDY.replace("name: small", "name: leaky")))
+    before = _alive_func_graphs()
+    run_study(spec2, sqlite_url)
+    assert _alive_func_graphs() - before >= 5
