@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="small runs of every suite")
     parser.add_argument("--suites", nargs="+", choices=SUITES, default=list(SUITES))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--update", action="store_true",
+                        help="keep the other suites' results already in OUT/results.json")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     out = args.out or ROOT / "tests" / "benchmarks" / ("results-quick" if args.quick
@@ -56,6 +58,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     results: dict[str, Any] = {"machine": machine(), "quick": args.quick,
                                "date": datetime.date.today().isoformat(), "suites": {}}
+    if args.update and (out / "results.json").exists():
+        earlier = json.loads((out / "results.json").read_text())
+        results["suites"] = {k: v for k, v in earlier["suites"].items() if k not in args.suites}
     trial_rows: list[dict[str, Any]] = []
     for suite in args.suites:
         start = time.perf_counter()
@@ -234,7 +239,8 @@ def markdown(results: dict[str, Any]) -> str:
                       f"{_f(fc['outside_fit_s_p50'], 3)} s."]
     if "overhead" in s:
         ov = s["overhead"]
-        lines += ["", f"Overhead: {ov['configs']} configurations x {ov['epochs']} epochs: "
+        lines += ["", f"Overhead: {ov['configs']} configurations x {ov['epochs']} epochs, "
+                      f"{ov.get('repeats', 1)} alternating pairs each: "
                       f"hpsearch trial {_f(ov['hpsearch_s_p50'], 3)} s vs bare fit "
                       f"{_f(ov['bare_s_p50'], 3)} s (p50); same best val loss in "
                       f"{ov['same_val_loss']}/{ov['configs']}."]

@@ -9,7 +9,8 @@ storage calls. Its parts are reported too: the first epoch's excess over a stead
 time outside ``fit``.
 
 Overhead: the same configurations (fixed epochs, no early stop, no pruning), alternating in one
-process between an hpsearch trial (a real study on SQLite: sampler, budget lock, storage
+process (which arm goes first alternates too; ``repeats`` pairs per configuration, medians)
+between an hpsearch trial (a real study on SQLite: sampler, budget lock, storage
 writes, pruning monitor, user attrs) and a bare fit of the same model with the same seed, the
 same input pipeline and the same Keras callbacks (early stopping and the NaN guard).
 """
@@ -60,7 +61,7 @@ def _configs(n: int, seed: int) -> list[dict[str, Any]]:
     return configs
 
 
-def overhead(n_configs: int, epochs: int) -> dict[str, Any]:
+def overhead(n_configs: int, epochs: int, repeats: int = 3) -> dict[str, Any]:
     import keras
     import optuna
 
@@ -80,35 +81,55 @@ def overhead(n_configs: int, epochs: int) -> dict[str, Any]:
         prepared = prepare(spec)
         study = open_study(prepared, open_storage(url))
         objective = Objective(spec, prepared.data, prepared.builder, None)
-        for i, config in enumerate(_configs(n_configs, seed=0)):
+        def hpsearch_trial(config: dict[str, Any]) -> tuple[float, Any]:
             study.enqueue_trial(config)
-            budgeted = BudgetedStudy(study, url, i + 1, poll=1.0, max_retry=0)
+            budgeted = BudgetedStudy(study, url, len(study.trials) + 1, poll=1.0,
+                                     max_retry=0)
             start = time.perf_counter()
             budgeted.optimize(objective, n_trials=1, gc_after_trial=False)
-            hp_s = time.perf_counter() - start
+            seconds = time.perf_counter() - start
             trial = study.trials[-1]
             assert trial.params["learning_rate"] == config["learning_rate"], trial.params
+            assert trial.user_attrs["epochs_run"] == epochs
+            return seconds, trial.value
 
+        def bare_fit(config: dict[str, Any], seed: int) -> tuple[float, float]:
             start = time.perf_counter()
             keras.backend.clear_session(free_memory=False)
-            keras.utils.set_random_seed(spec.study.seed + trial.number)
+            keras.utils.set_random_seed(seed)
             params = {**config, "units": [config["units"]] * config["n_layers"]}
             model = build_model(params, prepared.data.input_shape, prepared.data.task)
             model.optimizer.build(model.trainable_variables)
             history = model.fit(
-                objective._train_batches(config["batch_size"], spec.study.seed + trial.number),
+                objective._train_batches(config["batch_size"], seed),
                 validation_data=objective._val, epochs=epochs, shuffle=False, verbose=0,
                 callbacks=[NanGuard(), keras.callbacks.EarlyStopping(
                     monitor="val_loss", patience=10 * epochs, restore_best_weights=True)])
-            bare_s = time.perf_counter() - start
-            assert len(history.history["loss"]) == trial.user_attrs["epochs_run"] == epochs
-            rows.append({"hpsearch_s": hp_s, "bare_s": bare_s,
-                         "overhead": hp_s / bare_s - 1,
-                         "val_loss_equal": abs(min(history.history["val_loss"])
-                                               - trial.value) < 1e-6})
+            seconds = time.perf_counter() - start
+            assert len(history.history["loss"]) == epochs
+            return seconds, min(history.history["val_loss"])
+
+        for config in _configs(n_configs, seed=0):
+            hp_times, bare_times, same = [], [], True
+            for rep in range(repeats):
+                # The trial about to run gets this number, hence this seed.
+                seed = spec.study.seed + len(study.trials)
+                if rep % 2 == 0:
+                    hp_s, hp_value = hpsearch_trial(config)
+                    bare_s, bare_value = bare_fit(config, seed)
+                else:
+                    bare_s, bare_value = bare_fit(config, seed)
+                    hp_s, hp_value = hpsearch_trial(config)
+                hp_times.append(hp_s)
+                bare_times.append(bare_s)
+                same = same and abs(hp_value - bare_value) < 1e-6
+            rows.append({"hpsearch_s": median(hp_times), "bare_s": median(bare_times),
+                         "overhead": median(hp_times) / median(bare_times) - 1,
+                         "val_loss_equal": same})
     return {
         "configs": len(rows),
         "epochs": epochs,
+        "repeats": repeats,
         "overhead_p50": median([r["overhead"] for r in rows]),
         "hpsearch_s_p50": median([r["hpsearch_s"] for r in rows]),
         "bare_s_p50": median([r["bare_s"] for r in rows]),
