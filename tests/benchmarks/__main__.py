@@ -193,11 +193,12 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
 
 def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
+    tf_version = m["versions"].get("tensorflow") or m["versions"].get("tensorflow-cpu")
     quick = " (quick mode: sizes too small to judge)" if results["quick"] else ""
     lines = [
         f"Run of {results['date']}{quick}"
         f" on {m['cores']} cores ({m['cpu'] or 'unknown CPU'}), Python {m['python']}, "
-        f"TensorFlow {m['versions'].get('tensorflow', '?')}, Keras "
+        f"TensorFlow {tf_version}, Keras "
         f"{m['versions'].get('keras', '?')}, Optuna {m['versions'].get('optuna', '?')}.",
         "",
         "| target | goal | measured | |",
