@@ -59,6 +59,7 @@ class FastRDBStorage(optuna.storages.RDBStorage):
         self._configure_engine()
 
     def _configure_engine(self) -> None:
+        self._statements: dict[tuple[str, tuple[str, ...]], Any] = {}
         if self.engine.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             self.engine.dispose()  # pooled connections were opened without the pragma
@@ -88,9 +89,8 @@ class FastRDBStorage(optuna.storages.RDBStorage):
     def _statement(self, table: sa.Table, names: tuple[str, ...], key: tuple[str, ...],
                    update: tuple[str, ...]) -> Any:
         """The upsert for ``table`` with bound parameters, built once per storage."""
-        cache: dict[Any, Any] = self.__dict__.setdefault("_statements", {})
         cache_key = (table.name, names)
-        if cache_key not in cache:
+        if cache_key not in self._statements:
             source = sa.select(
                 sa.bindparam("trial_id", type_=sa.Integer),
                 *(sa.bindparam(name, type_=table.c[name].type) for name in names),
@@ -103,8 +103,8 @@ class FastRDBStorage(optuna.storages.RDBStorage):
                 else:
                     stmt = stmt.on_conflict_do_update(
                         index_elements=list(key), set_={c: stmt.excluded[c] for c in update})
-            cache[cache_key] = stmt
-        return cache[cache_key]
+            self._statements[cache_key] = stmt
+        return self._statements[cache_key]
 
     def set_trial_intermediate_value(
         self, trial_id: int, step: int, intermediate_value: float

@@ -9,9 +9,10 @@ the current directory. Supported:
   workers on many machines.
 
 RDB storages run Optuna's heartbeat: a trial whose worker died is failed after the grace period
-and re-run with the same params (up to ``max_retry`` times). Server connections are pinged
-before use, and a storage call that loses its connection (a database restart) is retried for a
-while instead of failing the trial. Passwords are never shown: see :func:`mask_url`.
+and re-run with the same params (up to ``max_retry`` times). A storage call that loses its
+connection (a database restart) is retried on a new connection for a while instead of failing
+the trial. Trial writes go through :mod:`search.fast_rdb`. Passwords are never shown: see
+:func:`mask_url`.
 """
 
 from __future__ import annotations

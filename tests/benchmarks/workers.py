@@ -17,14 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from tests.benchmarks.common import ROOT, median, rss_mb, write_study
-
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
-
+from tests.benchmarks.storage_overhead import storage_url
 
 def _env() -> dict[str, str]:
     import os
@@ -72,30 +69,13 @@ def memory(n_trials: int) -> dict[str, Any]:
     }
 
 
-def _pg_database() -> str:
-    import psycopg
-
-    name = f"hp_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return name
-
-
-def _drop(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 def scaling(study_file: Path, workers: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
     import optuna
 
     result: dict[str, Any] = {}
     for k in workers:
-        name = _pg_database()
-        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        try:
+        with tempfile.TemporaryDirectory() as tmp, \
+                storage_url("postgresql", Path(tmp)) as url:
             start = time.perf_counter()
             done = subprocess.run(
                 [sys.executable, "-m", "search", "run", str(study_file), "--storage", url,
@@ -116,8 +96,6 @@ def scaling(study_file: Path, workers: tuple[int, ...] = (1, 2)) -> dict[str, An
                 "trial_wall_s_p50": median([(t.datetime_complete - t.datetime_start)
                                             .total_seconds() for t in trials]),
             }
-        finally:
-            _drop(name)
     if "workers_1" in result and "workers_2" in result:
         result["speedup_2_vs_1"] = (result["workers_2"]["trials_per_min"]
                                     / result["workers_1"]["trials_per_min"])
